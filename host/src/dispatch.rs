@@ -1,0 +1,356 @@
+//! Answers one Kong request: the RPC methods of spec §7.
+
+use crate::{
+    events::{Event, Events, Yield},
+    executor::Executor,
+    ids::EventIds,
+    instances::Instances,
+    loader::LoadedPlugin,
+    rpc::{self, MsgId, Request, RequestError, StepData},
+};
+use kong_rust_pdk::abi::{Phase, PhaseErrorKind};
+use rmpv::Value;
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+use tokio::sync::oneshot;
+
+pub enum Outcome {
+    Reply(Vec<u8>),
+    /// The input cannot be answered (no request id): close the connection, log the reason.
+    Close(String),
+}
+
+pub struct Dispatcher {
+    plugins: HashMap<String, Arc<LoadedPlugin>>,
+    instances: Arc<Instances>,
+    pub events: Events,
+    event_ids: EventIds,
+    executor: Executor,
+    /// Set on SIGTERM: in-flight events finish, new ones are refused.
+    draining: AtomicBool,
+}
+
+/// Kong's own wording for an internal error (its 500 body), used when a handler fails.
+const FAIL_CLOSED_BODY: &str = "An unexpected error occurred";
+
+impl Dispatcher {
+    pub fn new(
+        plugins: Vec<LoadedPlugin>,
+        instances: Instances,
+        events: Events,
+        executor: Executor,
+    ) -> Self {
+        Dispatcher {
+            plugins: plugins
+                .into_iter()
+                .map(|p| (p.name.clone(), Arc::new(p)))
+                .collect(),
+            instances: Arc::new(instances),
+            events,
+            event_ids: EventIds::new(),
+            executor,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Answers one complete MessagePack message.
+    pub async fn dispatch(&self, served: &str, message: Value) -> Outcome {
+        let (msgid, request) = match rpc::parse(message) {
+            Ok(parsed) => parsed,
+            Err(RequestError::Unanswerable(reason)) => return Outcome::Close(reason),
+            Err(RequestError::Invalid { msgid, message }) => {
+                tracing::warn!("refused a request: {message}");
+                return Outcome::Reply(rpc::error_reply(msgid, &message));
+            }
+        };
+        let reply = match request {
+            Request::StartInstance { name, config } => {
+                self.start_instance(served, &name, config).await.map(|id| {
+                    let result = Value::Map(vec![
+                        (Value::from("Id"), Value::from(id)),
+                        (
+                            Value::from("Name"),
+                            Value::from(String::from_utf8_lossy(&name).as_ref()),
+                        ),
+                        (Value::from("StartTime"), Value::from(unix_now())),
+                    ]);
+                    rpc::result_reply(msgid, &result)
+                })
+            }
+            Request::CloseInstance { instance_id } => {
+                if self.instances.close(instance_id) {
+                    Ok(rpc::result_reply(msgid, &Value::Nil))
+                } else {
+                    Err(no_instance(instance_id))
+                }
+            }
+            Request::HandleEvent {
+                instance_id,
+                event_name,
+            } => self.handle_event(msgid, instance_id, &event_name).await,
+            Request::Step { event_id, data } => {
+                let mut encoded = Vec::with_capacity(32);
+                rmpv::encode::write_value(&mut encoded, &data).expect("Vec write");
+                self.step(msgid, event_id, Ok(encoded)).await
+            }
+            Request::StepError { event_id, message } => {
+                self.step(msgid, event_id, Err(message)).await
+            }
+            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status())),
+        };
+        Outcome::Reply(reply.unwrap_or_else(|error| rpc::error_reply(msgid, &error)))
+    }
+
+    /// `served`: the plugin whose socket the request came in on.
+    async fn start_instance(
+        &self,
+        served: &str,
+        name: &[u8],
+        config: Vec<u8>,
+    ) -> Result<i64, String> {
+        let name = String::from_utf8_lossy(name);
+        if served != name {
+            return Err(format!("this socket serves plugin {served}, not {name}"));
+        }
+        let plugin = self.plugins.get(name.as_ref()).cloned().ok_or_else(|| {
+            let mut known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+            known.sort();
+            format!(
+                "unknown plugin {name}; this host serves {}",
+                known.join(", ")
+            )
+        })?;
+        if self.draining.load(Ordering::Acquire) {
+            return Err("kong-rust-host is shutting down".into());
+        }
+        // The constructor is plugin code: it runs on a plugin thread, never on a socket thread.
+        let instances = Arc::clone(&self.instances);
+        let (done, started) = oneshot::channel();
+        let plugin_name = plugin.name.clone();
+        self.executor.spawn(move || {
+            let _ = done.send(instances.start(&plugin, &config));
+        });
+        let result = started
+            .await
+            .map_err(|_| format!("{plugin_name}: creating the instance failed inside the host"))?;
+        match &result {
+            Ok(id) => tracing::debug!(plugin = %plugin_name, id, "started instance"),
+            Err(error) => tracing::error!(plugin = %plugin_name, "StartInstance refused: {error}"),
+        }
+        result.map_err(|error| format!("{plugin_name}: {error}"))
+    }
+
+    async fn handle_event(
+        &self,
+        msgid: MsgId,
+        instance_id: i64,
+        event_name: &[u8],
+    ) -> Result<Vec<u8>, String> {
+        let instance = self
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| no_instance(instance_id))?;
+        let phase = Phase::from_name(event_name).ok_or_else(|| {
+            format!(
+                "unknown event name {:?}",
+                String::from_utf8_lossy(event_name)
+            )
+        })?;
+        let event_id = self.event_ids.next();
+        if !instance.plugin.implements(phase) {
+            return Ok(rpc::step_reply(msgid, event_id, StepData::Ret));
+        }
+        if self.draining.load(Ordering::Acquire) {
+            return Err("kong-rust-host is shutting down".into());
+        }
+        let (event, job, first_yield) = self.events.start(event_id, instance, phase);
+        self.executor.spawn(job);
+        Ok(self.answer(msgid, &event, first_yield).await)
+    }
+
+    async fn step(
+        &self,
+        msgid: MsgId,
+        event_id: u64,
+        result: Result<Vec<u8>, String>,
+    ) -> Result<Vec<u8>, String> {
+        let event = self
+            .events
+            .get(event_id)
+            .ok_or_else(|| format!("event id {event_id} not found"))?;
+        let next = self.events.resume(&event, result)?;
+        Ok(self.answer(msgid, &event, next).await)
+    }
+
+    /// Waits for the handler's next yield and turns it into the reply.
+    async fn answer(&self, msgid: MsgId, event: &Event, next: oneshot::Receiver<Yield>) -> Vec<u8> {
+        let plugin = &event.instance.plugin.name;
+        let phase = event.phase;
+        let yielded = tokio::time::timeout(self.events.idle_timeout, next).await;
+        let (method, args) = match yielded {
+            Ok(Ok(Yield::Call {
+                method,
+                args,
+                terminal,
+            })) => {
+                if terminal {
+                    self.events.finish(event.id);
+                } else {
+                    self.events.waiting_for_kong(event);
+                }
+                return rpc::step_reply(
+                    msgid,
+                    event.id,
+                    StepData::Call {
+                        method: &method,
+                        args: &args,
+                    },
+                );
+            }
+            Ok(Ok(Yield::Done(Ok(())))) => {
+                self.events.finish(event.id);
+                return rpc::step_reply(msgid, event.id, StepData::Ret);
+            }
+            Ok(Ok(Yield::Done(Err(error)))) => {
+                self.events.finish(event.id);
+                let what = match error.kind {
+                    PhaseErrorKind::Panicked => "panicked",
+                    PhaseErrorKind::Failed => "failed",
+                };
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}: {}", error.message);
+                match fail_closed_exit(phase) {
+                    Some(args) => ("kong.response.exit".to_string(), args),
+                    None => return rpc::step_reply(msgid, event.id, StepData::Ret),
+                }
+            }
+            Ok(Err(_)) => {
+                self.events.finish(event.id);
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "internal error: the handler's thread ended without answering");
+                return rpc::error_reply(
+                    msgid,
+                    &format!("{plugin} {phase}: internal error in kong-rust-host"),
+                );
+            }
+            Err(_) => {
+                self.events.finish(event.id);
+                let secs = self.events.idle_timeout.as_secs();
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
+                return rpc::error_reply(
+                    msgid,
+                    &format!("{plugin} {phase}: handler did not answer within {secs}s"),
+                );
+            }
+        };
+        rpc::step_reply(
+            msgid,
+            event.id,
+            StepData::Call {
+                method: &method,
+                args: &args,
+            },
+        )
+    }
+
+    /// `plugin.GetStatus`: the reference servers' shape (spec §14) plus sharing counters.
+    fn status(&self) -> Value {
+        let ids = self.instances.ids();
+        let live = self.instances.live_counts();
+        let mut names: Vec<&String> = self.plugins.keys().collect();
+        names.sort();
+        let plugins = names
+            .into_iter()
+            .map(|name| {
+                let plugin = &self.plugins[name];
+                let instances = ids
+                    .iter()
+                    .filter(|status| &status.plugin == name)
+                    .map(|status| {
+                        Value::Map(vec![
+                            (Value::from("Id"), Value::from(status.id)),
+                            (Value::from("Name"), Value::from(name.as_str())),
+                            (Value::from("StartTime"), Value::from(status.started_at)),
+                            (
+                                Value::from("Config"),
+                                Value::from(status.config.to_string()),
+                            ),
+                            (
+                                Value::from("SharedInstance"),
+                                Value::from(status.instance as u64),
+                            ),
+                        ])
+                    })
+                    .collect();
+                let entry = Value::Map(vec![
+                    (Value::from("Name"), Value::from(name.as_str())),
+                    (Value::from("Version"), Value::from(plugin.version.as_str())),
+                    (
+                        Value::from("Path"),
+                        Value::from(plugin.path.display().to_string()),
+                    ),
+                    (Value::from("Instances"), Value::Array(instances)),
+                    (
+                        Value::from("LiveInstances"),
+                        Value::from(live.get(name).copied().unwrap_or(0) as u64),
+                    ),
+                    (
+                        Value::from("Constructed"),
+                        Value::from(self.instances.constructed(name)),
+                    ),
+                ]);
+                (Value::from(name.as_str()), entry)
+            })
+            .collect();
+        Value::Map(vec![
+            (Value::from("Pid"), Value::from(std::process::id())),
+            (Value::from("Plugins"), Value::Map(plugins)),
+            (
+                Value::from("EventsInFlight"),
+                Value::from(self.events.in_flight() as u64),
+            ),
+        ])
+    }
+}
+
+/// Kong treats this substring as "restart the instance and replay the phase" (spec §9.4): use it
+/// for unknown instance ids only.
+fn no_instance(id: i64) -> String {
+    format!("no plugin instance {id}")
+}
+
+/// A failed handler ends the request with Kong's own 500 where the phase can still answer the
+/// client: Kong itself would fail open on an error reply (spec §12), letting a request through
+/// that an authentication plugin meant to stop.
+fn fail_closed_exit(phase: Phase) -> Option<Vec<u8>> {
+    match phase {
+        Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread => {
+            let args = Value::Array(vec![
+                Value::from(500),
+                Value::Map(vec![(
+                    Value::from("message"),
+                    Value::from(FAIL_CLOSED_BODY),
+                )]),
+            ]);
+            let mut encoded = Vec::with_capacity(48);
+            rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");
+            Some(encoded)
+        }
+        Phase::Certificate | Phase::Log => None,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,289 @@
+//! Events: one phase handler running for one request.
+//!
+//! The handler runs on a plugin thread and blocks on each PDK call; the socket side answers
+//! Kong's previous call with that PDK call, and Kong's next Step (on any pooled connection)
+//! resumes the handler with the result. Events live in one table keyed by event id, because the
+//! Steps of one event arrive on different connections.
+//!
+//! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a
+//! PDK call raises inside Kong (spec §8). Terminal calls end the event at once; anything else
+//! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
+//! "event ended" error so its thread is freed.
+
+use crate::{frame::Scanner, instances::Live, sharded::ShardedMap};
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RSlice, RStr, RVec},
+};
+use kong_rust_pdk::abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
+use std::{
+    cell::RefCell,
+    panic::{self, AssertUnwindSafe},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    time::{Duration, Instant},
+};
+use tokio::sync::oneshot;
+
+/// What the handler hands to the socket side: its next PDK call, or its end.
+pub enum Yield {
+    Call {
+        method: String,
+        args: Vec<u8>,
+        terminal: bool,
+    },
+    Done(Result<(), PhaseError>),
+}
+
+/// What a Step hands to the handler: Kong's result, and where to send the next [`Yield`].
+struct Resume {
+    result: Result<Vec<u8>, String>,
+    reply: oneshot::Sender<Yield>,
+}
+
+pub struct Event {
+    pub id: u64,
+    pub instance: Arc<Live>,
+    pub phase: Phase,
+    resume: mpsc::Sender<Resume>,
+    /// True while the handler runs (between a Step and its next yield); a Step arriving then is
+    /// refused instead of being queued behind the one in progress.
+    running: AtomicBool,
+    /// When Kong last heard from this event, in ms since the table's epoch: the reaper's clock.
+    touched_ms: AtomicU64,
+}
+
+pub struct Events {
+    table: ShardedMap<Arc<Event>>,
+    epoch: Instant,
+    /// How long Kong may stay silent (and a handler may run between PDK calls) before the event
+    /// is considered abandoned.
+    pub idle_timeout: Duration,
+}
+
+impl Events {
+    pub fn new(idle_timeout: Duration) -> Self {
+        Events {
+            table: ShardedMap::new(),
+            epoch: Instant::now(),
+            idle_timeout,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Registers event `id` and returns it with the job that runs its handler (to be spawned on
+    /// a plugin thread) and the receiver of the handler's first yield.
+    pub fn start(
+        &self,
+        id: u64,
+        instance: Arc<Live>,
+        phase: Phase,
+    ) -> (Arc<Event>, impl FnOnce() + Send, oneshot::Receiver<Yield>) {
+        let (resume, resumed) = mpsc::channel();
+        let (reply, first_yield) = oneshot::channel();
+        let event = Arc::new(Event {
+            id,
+            instance: Arc::clone(&instance),
+            phase,
+            resume,
+            running: AtomicBool::new(true),
+            touched_ms: AtomicU64::new(self.now_ms()),
+        });
+        self.table.insert(id, Arc::clone(&event));
+        let timeout = self.idle_timeout;
+        let job = move || run_handler(&instance, phase, reply, resumed, timeout);
+        (event, job, first_yield)
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Event>> {
+        self.table.get(id)
+    }
+
+    /// Ends an event: dropping its entry disconnects a handler still waiting for a Step.
+    pub fn finish(&self, id: u64) {
+        self.table.remove(id);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Hands Kong's Step result to the waiting handler; the receiver yields its next call.
+    pub fn resume(
+        &self,
+        event: &Event,
+        result: Result<Vec<u8>, String>,
+    ) -> Result<oneshot::Receiver<Yield>, String> {
+        if event.running.swap(true, Ordering::AcqRel) {
+            return Err(format!(
+                "event {} is still running its previous step",
+                event.id
+            ));
+        }
+        let (reply, next) = oneshot::channel();
+        if event.resume.send(Resume { result, reply }).is_err() {
+            self.finish(event.id);
+            return Err(format!("event {} already ended", event.id));
+        }
+        Ok(next)
+    }
+
+    /// The handler yielded a PDK call: Kong now owes the next Step.
+    pub fn waiting_for_kong(&self, event: &Event) {
+        event.touched_ms.store(self.now_ms(), Ordering::Release);
+        event.running.store(false, Ordering::Release);
+    }
+
+    /// Removes events Kong stopped answering; returns them for logging.
+    pub fn reap(&self) -> Vec<Arc<Event>> {
+        let deadline = self
+            .now_ms()
+            .saturating_sub(self.idle_timeout.as_millis() as u64);
+        self.table.extract_if(|event| {
+            !event.running.load(Ordering::Acquire)
+                && event.touched_ms.load(Ordering::Acquire) < deadline
+        })
+    }
+}
+
+/// Runs on a plugin thread: the handler, then its final yield.
+fn run_handler(
+    instance: &Live,
+    phase: Phase,
+    reply: oneshot::Sender<Yield>,
+    resumed: mpsc::Receiver<Resume>,
+    timeout: Duration,
+) {
+    let bridge = Bridge {
+        reply: RefCell::new(Some(reply)),
+        resumed,
+        ended: RefCell::new(None),
+        timeout,
+    };
+    let host: HostRef<'_> = Host_TO::from_ptr(&bridge, TD_Opaque);
+    let outcome = instance.object.run_phase(phase, host).into_result();
+    match bridge.reply.take() {
+        Some(reply) => {
+            // The socket side may be gone (deadline passed): nothing left to tell.
+            let _ = reply.send(Yield::Done(outcome));
+        }
+        None => {
+            if let Err(error) = outcome {
+                tracing::warn!(
+                    plugin = %instance.plugin.name,
+                    %phase,
+                    "handler failed after its event ended: {}",
+                    error.message
+                );
+            }
+        }
+    }
+}
+
+/// The plugin-thread end of one event, seen by the plugin as its [`Host`].
+struct Bridge {
+    /// Where the next yield goes; taken while Kong has it, returned by the next Step.
+    reply: RefCell<Option<oneshot::Sender<Yield>>>,
+    resumed: mpsc::Receiver<Resume>,
+    /// Set once the event is over: every later PDK call fails fast with this reason.
+    ended: RefCell<Option<String>>,
+    timeout: Duration,
+}
+
+const NIL: [u8; 1] = [0xc0];
+
+impl Bridge {
+    fn call(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
+        if let Some(reason) = self.ended.borrow().as_ref() {
+            return Err(error(
+                HostErrorKind::EventEnded,
+                format!("{method}: {reason}"),
+            ));
+        }
+        if !is_array(args) {
+            return Err(error(
+                HostErrorKind::InvalidCall,
+                format!("{method}: arguments must be one MessagePack array"),
+            ));
+        }
+        if method.is_empty() {
+            return Err(error(
+                HostErrorKind::InvalidCall,
+                "empty PDK method name".into(),
+            ));
+        }
+        let terminal = matches!(method, "kong.response.exit" | "kong.response.error");
+        let reply = self
+            .reply
+            .take()
+            .expect("a handler makes one call at a time");
+        let call = Yield::Call {
+            method: method.to_string(),
+            args: args.to_vec(),
+            terminal,
+        };
+        if reply.send(call).is_err() {
+            return Err(self.end(format!(
+                "{method}: the event was reclaimed (Kong stopped answering)"
+            )));
+        }
+        if terminal {
+            // Kong never answers these: the request is over.
+            self.end(format!("the request was already ended by {method}"));
+            return Ok(NIL.to_vec());
+        }
+        match self.resumed.recv_timeout(self.timeout) {
+            Ok(Resume { result, reply }) => {
+                *self.reply.borrow_mut() = Some(reply);
+                result.map_err(|message| error(HostErrorKind::Kong, format!("{method}: {message}")))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(self.end(format!(
+                "{method}: Kong did not answer within {}s; the event was abandoned",
+                self.timeout.as_secs()
+            ))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(self.end(format!(
+                "{method}: the event was reclaimed (Kong stopped answering)"
+            ))),
+        }
+    }
+
+    fn end(&self, reason: String) -> HostError {
+        *self.ended.borrow_mut() = Some(reason.clone());
+        error(HostErrorKind::EventEnded, reason)
+    }
+}
+
+impl Host for Bridge {
+    fn call(&self, method: RStr<'_>, args: RSlice<'_, u8>) -> RResult<RVec<u8>, HostError> {
+        // This runs inside an extern "C" shim: a panic here would abort the whole host.
+        panic::catch_unwind(AssertUnwindSafe(|| {
+            Bridge::call(self, method.as_str(), args.as_slice())
+        }))
+        .unwrap_or_else(|_| {
+            Err(error(
+                HostErrorKind::InvalidCall,
+                "internal error in the host".into(),
+            ))
+        })
+        .map(RVec::from)
+        .into()
+    }
+}
+
+fn error(kind: HostErrorKind, message: String) -> HostError {
+    HostError {
+        kind,
+        message: message.into(),
+    }
+}
+
+/// Exactly one complete MessagePack value, and an array: what Kong spreads as arguments.
+fn is_array(args: &[u8]) -> bool {
+    let array_marker = matches!(args.first(), Some(0x90..=0x9f | 0xdc | 0xdd));
+    array_marker && Scanner::new(args.len(), 64).scan(args) == Ok(Some(args.len()))
+}

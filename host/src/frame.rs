@@ -1,0 +1,245 @@
+//! Finding message boundaries in Kong's stream.
+//!
+//! MsgPack:1 has no length prefix: the stream is a concatenation of MessagePack values. The
+//! scanner walks value headers without decoding or allocating, so it can say "one complete
+//! message is the first N bytes" or "not yet", and it resumes where it stopped when more bytes
+//! arrive (a multi-megabyte message in 4 KiB reads is scanned once, not once per read). Sizes and
+//! nesting are checked against limits from the headers alone, before anything is buffered for
+//! them.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("byte 0xc1 at offset {0} is not valid MessagePack")]
+    InvalidMarker(usize),
+    #[error("message exceeds the {limit}-byte frame limit")]
+    TooLarge { limit: usize },
+    #[error("message nests deeper than {limit} levels")]
+    TooDeep { limit: usize },
+}
+
+/// Scanner state for the message at the front of a connection's buffer.
+#[derive(Debug)]
+pub struct Scanner {
+    max_len: usize,
+    max_depth: usize,
+    /// Offset of the next value header not yet scanned.
+    pos: usize,
+    /// For each open container (outermost first), how many values it still holds.
+    open: Vec<u64>,
+}
+
+impl Scanner {
+    pub fn new(max_len: usize, max_depth: usize) -> Self {
+        Scanner {
+            max_len,
+            max_depth,
+            pos: 0,
+            open: Vec::new(),
+        }
+    }
+
+    /// Length of the complete message at the start of `buf`, or `None` if more bytes are needed.
+    /// After `Some`, the caller removes that many bytes and the scanner starts afresh.
+    pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
+        if self.pos == 0 && self.open.is_empty() {
+            self.open.push(1);
+        }
+        while let Some(left) = self.open.last_mut() {
+            if *left == 0 {
+                self.open.pop();
+                continue;
+            }
+            let Some(header) =
+                header(&buf[self.pos..]).map_err(|()| FrameError::InvalidMarker(self.pos))?
+            else {
+                return Ok(None);
+            };
+            let end = self.pos as u64 + header.len as u64 + header.payload;
+            if end > self.max_len as u64 {
+                return Err(FrameError::TooLarge {
+                    limit: self.max_len,
+                });
+            }
+            if (buf.len() as u64) < end {
+                return Ok(None);
+            }
+            *left -= 1;
+            self.pos = end as usize;
+            if header.items > 0 {
+                if self.open.len() >= self.max_depth {
+                    return Err(FrameError::TooDeep {
+                        limit: self.max_depth,
+                    });
+                }
+                self.open.push(header.items);
+            }
+        }
+        let len = self.pos;
+        self.pos = 0;
+        Ok(Some(len))
+    }
+}
+
+struct Header {
+    /// Bytes of the header itself.
+    len: usize,
+    /// Bytes that follow the header and belong to this value (str/bin/ext bodies, scalars).
+    payload: u64,
+    /// Nested values that follow (array elements, map keys and values).
+    items: u64,
+}
+
+/// Parses the value header at the start of `b`; `Ok(None)` when `b` is too short to tell.
+fn header(b: &[u8]) -> Result<Option<Header>, ()> {
+    let Some(&marker) = b.first() else {
+        return Ok(None);
+    };
+    let fixed = |len, payload| {
+        Ok(Some(Header {
+            len,
+            payload,
+            items: 0,
+        }))
+    };
+    // A big-endian length of `n` bytes after the marker.
+    let sized = |n: usize| -> Option<u64> {
+        b.get(1..1 + n)
+            .map(|bytes| bytes.iter().fold(0u64, |acc, &byte| acc << 8 | byte as u64))
+    };
+    let with_len = |n: usize, per_item: u64, body: bool| -> Result<Option<Header>, ()> {
+        Ok(sized(n).map(|count| Header {
+            len: 1 + n,
+            payload: if body { count * per_item } else { 0 },
+            items: if body { 0 } else { count * per_item },
+        }))
+    };
+    match marker {
+        0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => fixed(1, 0),
+        0x80..=0x8f => Ok(Some(Header {
+            len: 1,
+            payload: 0,
+            items: 2 * (marker & 0x0f) as u64,
+        })),
+        0x90..=0x9f => Ok(Some(Header {
+            len: 1,
+            payload: 0,
+            items: (marker & 0x0f) as u64,
+        })),
+        0xa0..=0xbf => fixed(1, (marker & 0x1f) as u64),
+        0xc1 => Err(()),
+        0xc4 | 0xd9 => with_len(1, 1, true),
+        0xc5 | 0xda => with_len(2, 1, true),
+        0xc6 | 0xdb => with_len(4, 1, true),
+        // ext 8/16/32: length, then a type byte, then the data.
+        0xc7..=0xc9 => {
+            let n = 1 << (marker - 0xc7);
+            Ok(sized(n).map(|count| Header {
+                len: 1 + n,
+                payload: 1 + count,
+                items: 0,
+            }))
+        }
+        0xca | 0xce | 0xd2 => fixed(1, 4),
+        0xcb | 0xcf | 0xd3 => fixed(1, 8),
+        0xcc | 0xd0 => fixed(1, 1),
+        0xcd | 0xd1 => fixed(1, 2),
+        // fixext 1/2/4/8/16: a type byte plus 2^k data bytes.
+        0xd4..=0xd8 => fixed(1, 1 + (1u64 << (marker - 0xd4))),
+        0xdc => with_len(2, 1, false),
+        0xdd => with_len(4, 1, false),
+        0xde => with_len(2, 2, false),
+        0xdf => with_len(4, 2, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(value: &rmpv::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmpv::encode::write_value(&mut out, value).unwrap();
+        out
+    }
+
+    fn sample() -> Vec<u8> {
+        use rmpv::Value as V;
+        encode(&V::Array(vec![
+            V::from(0),
+            V::from(70000),
+            V::from("plugin.Step"),
+            V::Array(vec![V::Map(vec![
+                (V::from("EventId"), V::from(u64::MAX)),
+                (V::from("Data"), V::Binary(vec![7; 300])),
+                (V::from("x"), V::F64(1.5)),
+                (V::from("y"), V::Ext(5, vec![1, 2, 3])),
+                (V::from("s"), V::from("é".repeat(40))),
+            ])]),
+        ]))
+    }
+
+    #[test]
+    fn whole_message_is_one_frame() {
+        let bytes = sample();
+        assert_eq!(
+            Scanner::new(1 << 20, 64).scan(&bytes),
+            Ok(Some(bytes.len()))
+        );
+    }
+
+    #[test]
+    fn every_split_point_resumes_to_the_same_frame() {
+        let bytes = sample();
+        for split in 0..bytes.len() {
+            let mut scanner = Scanner::new(1 << 20, 64);
+            assert_eq!(scanner.scan(&bytes[..split]), Ok(None), "split at {split}");
+            assert_eq!(
+                scanner.scan(&bytes),
+                Ok(Some(bytes.len())),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_and_two_messages_in_one_buffer() {
+        let mut bytes = sample();
+        let first = bytes.len();
+        bytes.extend(sample());
+        let mut scanner = Scanner::new(1 << 20, 64);
+        for end in 0..first {
+            assert_eq!(scanner.scan(&bytes[..end]), Ok(None));
+        }
+        assert_eq!(scanner.scan(&bytes), Ok(Some(first)));
+        assert_eq!(scanner.scan(&bytes[first..]), Ok(Some(first)));
+    }
+
+    #[test]
+    fn declared_length_over_the_limit_fails_before_the_bytes_arrive() {
+        // str32 announcing 4 GiB: refused from the 5-byte header alone.
+        let header = [0xdb, 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            Scanner::new(1 << 20, 64).scan(&header),
+            Err(FrameError::TooLarge { limit: 1 << 20 })
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = vec![0x91; 100];
+        assert_eq!(
+            Scanner::new(1 << 20, 32).scan(&deep),
+            Err(FrameError::TooDeep { limit: 32 })
+        );
+    }
+
+    #[test]
+    fn the_never_used_byte_is_an_error() {
+        assert_eq!(
+            Scanner::new(1 << 20, 32).scan(&[0x94, 0x00, 0xc1]),
+            Err(FrameError::InvalidMarker(2))
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Loading plugin `.so` files.
+//!
+//! Each file is opened with `lib_header_from_path` + `init_root_module`, never
+//! `RootModule::load_from*`: those cache one library per root-module type, so every plugin after
+//! the first would silently get the first one's module. Libraries are never unloaded (abi_stable
+//! does not support it): reloading means restarting the host.
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use kong_rust_pdk::abi::{Phase, PluginInstanceBox, PluginModRef};
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+};
+
+/// A plugin whose `.so` loaded and passed every check.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub version: String,
+    pub priority: i64,
+    pub phases: Vec<Phase>,
+    /// The Kong schema, already validated as JSON.
+    pub schema: serde_json::Value,
+    /// Where it came from, for log lines.
+    pub path: PathBuf,
+    module: PluginModRef,
+}
+
+impl LoadedPlugin {
+    /// Creates an instance; runs plugin code, so call it on a plugin thread.
+    pub fn new_instance(&self, config_json: &str) -> Result<PluginInstanceBox, String> {
+        self.module.new_instance()(config_json.into())
+            .into_result()
+            .map_err(|e| e.into_string())
+    }
+
+    pub fn implements(&self, phase: Phase) -> bool {
+        self.phases.contains(&phase)
+    }
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A file that could not be loaded, and why, in words an operator can act on.
+#[derive(Debug)]
+pub struct LoadError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+/// Every `*.so` in `dir`, in file-name order.
+pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "so") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads every plugin in `dir`. A file that fails does not stop the others.
+pub fn load_dir(dir: &Path) -> std::io::Result<(Vec<LoadedPlugin>, Vec<LoadError>)> {
+    let mut loaded: Vec<LoadedPlugin> = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: HashMap<String, PathBuf> = HashMap::new();
+    for path in plugin_files(dir)? {
+        match load_file(&path) {
+            Ok(plugin) => {
+                if let Some(first) = seen.get(&plugin.name) {
+                    errors.push(LoadError {
+                        reason: format!(
+                            "duplicate plugin name {:?}, already loaded from {}; remove one of the two files",
+                            plugin.name,
+                            first.display()
+                        ),
+                        path,
+                    });
+                } else {
+                    seen.insert(plugin.name.clone(), path);
+                    loaded.push(plugin);
+                }
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    Ok((loaded, errors))
+}
+
+/// Loads one `.so` and reads its metadata.
+pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadError> {
+    let fail = |reason: String| LoadError {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let module = lib_header_from_path(path)
+        .and_then(|header| header.init_root_module::<PluginModRef>())
+        .map_err(|error| fail(explain(error)))?;
+    let info = module.info()()
+        .into_result()
+        .map_err(|error| fail(error.into_string()))?;
+    let name = info.name.into_string();
+    let version = info.version.into_string();
+    let schema: serde_json::Value = serde_json::from_str(&info.schema_json).map_err(|error| {
+        fail(format!(
+            "plugin {name:?} returned a schema that is not JSON: {error}"
+        ))
+    })?;
+    if name.is_empty() {
+        return Err(fail("the plugin's name is empty".into()));
+    }
+    Ok(LoadedPlugin {
+        name,
+        version,
+        priority: info.priority,
+        phases: info.phases.into_vec(),
+        schema,
+        path: path.to_path_buf(),
+        module,
+    })
+}
+
+const REBUILD: &str = concat!(
+    "rebuild the plugin against kong-rust-pdk ",
+    env!("CARGO_PKG_VERSION")
+);
+
+fn explain(error: LibraryError) -> String {
+    match error {
+        LibraryError::OpenError { err, .. } => {
+            format!("not a loadable shared library ({err})")
+        }
+        LibraryError::GetSymbolError { .. } => "not a kong-rust-host plugin: the file has no abi_stable root module \
+             (a plugin crate must be a cdylib with #[kong_rust_pdk::plugin] on its `impl Plugin`)"
+            .to_string(),
+        LibraryError::InvalidAbiHeader(header) => format!(
+            "built with abi_stable {}.{}, incompatible with this host's abi_stable 0.11; {REBUILD}",
+            header.abi_major, header.abi_minor
+        ),
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => format!(
+            "built against kong-rust-pdk {actual_version}, this host needs a version compatible with \
+             {expected_version}; {REBUILD}"
+        ),
+        LibraryError::AbiInstability(details) => {
+            let details = details.to_string();
+            let first = details.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            format!("its ABI does not match this host's (the plugin interface changed: {first}); {REBUILD}")
+        }
+        LibraryError::RootModule { err, .. } => {
+            format!("initialising the plugin's root module failed: {err}")
+        }
+        LibraryError::InvalidCAbi { .. } => {
+            format!("built by a compiler with a different C ABI; {REBUILD} with this host's toolchain")
+        }
+        other => format!("{other}; {REBUILD}"),
+    }
+}

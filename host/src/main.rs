@@ -1,0 +1,341 @@
+//! `kong-rust-host`: serves Rust plugins (`.so` files) to Kong Gateway over Kong's external
+//! plugin protocol (MsgPack:1), one Unix socket per plugin.
+
+mod dispatch;
+mod dump;
+mod events;
+mod executor;
+mod frame;
+mod ids;
+mod instances;
+mod kong_conf;
+mod loader;
+mod rpc;
+mod server;
+mod sharded;
+
+use clap::{Parser, Subcommand};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+#[derive(Parser)]
+#[command(version, about = "Serve Rust plugins to Kong Gateway")]
+struct Cli {
+    /// More log detail: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load every plugin in the plugins dir and serve each on <socket-dir>/<name>.socket.
+    Serve {
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+        /// Serve only these plugins (repeatable); the Kong 3.4 layout runs one process per plugin.
+        #[arg(long = "only", value_name = "NAME")]
+        only: Vec<String>,
+        /// Seconds Kong may stay silent within an event (or a handler may run between PDK calls)
+        /// before the event is reclaimed. Kong's own read timeout is 60 s.
+        #[arg(long, default_value_t = 65)]
+        event_timeout: u64,
+        /// Largest message accepted from Kong, in bytes; a larger one closes the connection.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_frame_bytes: usize,
+        /// Plugin threads at most (each in-flight event holds one while it waits for Kong).
+        #[arg(long, default_value_t = 1024)]
+        max_plugin_threads: usize,
+        /// Seconds to let in-flight events finish after SIGTERM/SIGINT.
+        #[arg(long, default_value_t = 10)]
+        shutdown_grace: u64,
+    },
+    /// Print the query-command JSON Kong reads (only JSON goes to stdout).
+    Dump {
+        /// The plugin to describe (Kong 3.9+ registers only the first plugin of a dump).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every plugin in the directory (Kong 3.0–3.8 single-entry use).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+    },
+    /// Print the kong.conf lines for every plugin in the plugins dir.
+    KongConf {
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "3.9")]
+        kong_version: kong_conf::KongVersion,
+        /// Path of this binary as Kong should run it (default: this executable).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Serve {
+            plugins_dir,
+            socket_dir,
+            only,
+            event_timeout,
+            max_frame_bytes,
+            max_plugin_threads,
+            shutdown_grace,
+        } => serve(ServeOptions {
+            plugins_dir,
+            socket_dir,
+            only,
+            event_timeout: Duration::from_secs(event_timeout),
+            limits: server::Limits {
+                max_frame_bytes,
+                max_depth: 128,
+            },
+            max_plugin_threads,
+            shutdown_grace: Duration::from_secs(shutdown_grace),
+        }),
+        Command::Dump {
+            name,
+            all: _,
+            plugins_dir,
+        } => dump(name.as_deref(), &plugins_dir),
+        Command::KongConf {
+            plugins_dir,
+            socket_dir,
+            kong_version,
+            binary,
+        } => kong_conf(&plugins_dir, &socket_dir, kong_version, binary),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr (Kong captures it; stdout is reserved for `dump`'s JSON).
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+}
+
+struct ServeOptions {
+    plugins_dir: PathBuf,
+    socket_dir: PathBuf,
+    only: Vec<String>,
+    event_timeout: Duration,
+    limits: server::Limits,
+    max_plugin_threads: usize,
+    shutdown_grace: Duration,
+}
+
+fn serve(options: ServeOptions) -> Result<(), String> {
+    let (mut plugins, errors) = loader::load_dir(&options.plugins_dir).map_err(|error| {
+        format!(
+            "cannot read plugins dir {}: {error}",
+            options.plugins_dir.display()
+        )
+    })?;
+    for error in &errors {
+        tracing::error!("skipping {error}");
+    }
+    if !options.only.is_empty() {
+        for wanted in &options.only {
+            if !plugins.iter().any(|p| &p.name == wanted) {
+                return Err(format!(
+                    "--only {wanted}: no such plugin in {}",
+                    options.plugins_dir.display()
+                ));
+            }
+        }
+        plugins.retain(|p| options.only.contains(&p.name));
+    }
+    if plugins.is_empty() {
+        return Err(format!(
+            "no plugin could be loaded from {}",
+            options.plugins_dir.display()
+        ));
+    }
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    let summary: Vec<String> = plugins
+        .iter()
+        .map(|p| {
+            let phases: Vec<&str> = p.phases.iter().map(|phase| phase.as_str()).collect();
+            format!("{} {} ({})", p.name, p.version, phases.join(", "))
+        })
+        .collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("socket")
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(async move {
+        let listeners =
+            server::bind(&options.socket_dir, &names).map_err(|error| error.to_string())?;
+        let dispatcher = Arc::new(dispatch::Dispatcher::new(
+            plugins,
+            instances::Instances::new(ids::InstanceIds::new(
+                options.socket_dir.join(".kong-rust-host.ids"),
+            )),
+            events::Events::new(options.event_timeout),
+            executor::Executor::new(options.max_plugin_threads),
+        ));
+        tracing::info!(
+            "ready: serving {} on {} (pid {})",
+            summary.join("; "),
+            options.socket_dir.display(),
+            std::process::id()
+        );
+        server::run(
+            dispatcher,
+            listeners,
+            options.limits,
+            shutdown_signal(),
+            options.shutdown_grace,
+        )
+        .await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM (what Kong sends), SIGINT, or the parent nginx worker going away: a server orphaned
+/// by a dead worker would otherwise keep running beside the one the new worker starts.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let orphaned = async {
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        if parent == 1 {
+            // Started by init/systemd (or a container's pid 1): there is no worker to outlive.
+            std::future::pending::<()>().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if unsafe { libc::getppid() } != parent {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        _ = orphaned => tracing::info!("parent process exited: stopping"),
+    }
+}
+
+fn dump(name: Option<&str>, plugins_dir: &Path) -> Result<(), String> {
+    let plugins = match name {
+        Some(name) => vec![find_plugin(name, plugins_dir)?],
+        None => {
+            let (plugins, errors) = loader::load_dir(plugins_dir).map_err(|error| {
+                format!("cannot read plugins dir {}: {error}", plugins_dir.display())
+            })?;
+            for error in &errors {
+                tracing::error!("skipping {error}");
+            }
+            plugins
+        }
+    };
+    println!("{}", dump::dump(&plugins));
+    Ok(())
+}
+
+/// Finds one plugin by name, trying the file names a cargo build gives it before loading the
+/// whole directory: Kong runs the query command once per plugin at every start.
+fn find_plugin(name: &str, plugins_dir: &Path) -> Result<loader::LoadedPlugin, String> {
+    let stem = name.replace('-', "_");
+    for candidate in [
+        format!("lib{stem}.so"),
+        format!("{name}.so"),
+        format!("{stem}.so"),
+    ] {
+        let path = plugins_dir.join(candidate);
+        if path.is_file() {
+            if let Ok(plugin) = loader::load_file(&path) {
+                if plugin.name == name {
+                    return Ok(plugin);
+                }
+            }
+        }
+    }
+    let (plugins, errors) = loader::load_dir(plugins_dir)
+        .map_err(|error| format!("cannot read plugins dir {}: {error}", plugins_dir.display()))?;
+    plugins.into_iter().find(|p| p.name == name).ok_or_else(|| {
+        let skipped: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!(
+            "plugin {name} not found in {}{}",
+            plugins_dir.display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; files that failed to load: {}", skipped.join("; "))
+            }
+        )
+    })
+}
+
+fn kong_conf(
+    plugins_dir: &Path,
+    socket_dir: &Path,
+    version: kong_conf::KongVersion,
+    binary: Option<PathBuf>,
+) -> Result<(), String> {
+    let (plugins, errors) = loader::load_dir(plugins_dir)
+        .map_err(|error| format!("cannot read plugins dir {}: {error}", plugins_dir.display()))?;
+    for error in &errors {
+        tracing::error!("skipping {error}");
+    }
+    if plugins.is_empty() {
+        return Err(format!(
+            "no plugin could be loaded from {}",
+            plugins_dir.display()
+        ));
+    }
+    let binary = match binary {
+        Some(binary) => binary,
+        None => std::env::current_exe()
+            .map_err(|error| format!("cannot locate this executable: {error}"))?,
+    };
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    print!(
+        "{}",
+        kong_conf::render(
+            version,
+            &names,
+            &absolute(&binary),
+            &absolute(plugins_dir),
+            &absolute(socket_dir)
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! Sockets: one listener per plugin, one task per connection, graceful shutdown.
+
+use crate::{
+    dispatch::{Dispatcher, Outcome},
+    frame::Scanner,
+    rpc,
+};
+use std::{
+    io,
+    os::unix::fs::FileTypeExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{UnixListener, UnixStream},
+    task::JoinSet,
+};
+
+/// Limits on what one connection may send.
+#[derive(Clone, Copy)]
+pub struct Limits {
+    pub max_frame_bytes: usize,
+    pub max_depth: usize,
+}
+
+/// A bound socket and the plugin it serves.
+pub struct Listener {
+    pub path: PathBuf,
+    pub plugin: Arc<str>,
+    listener: UnixListener,
+}
+
+/// Binds `<socket_dir>/<name>.socket` for each plugin, replacing stale socket files.
+pub fn bind(socket_dir: &Path, names: &[String]) -> io::Result<Vec<Listener>> {
+    names
+        .iter()
+        .map(|name| {
+            let path = socket_dir.join(format!("{name}.socket"));
+            remove_stale(&path)?;
+            let listener = UnixListener::bind(&path).map_err(|error| {
+                io::Error::new(
+                    error.kind(),
+                    format!("cannot bind {}: {error}", path.display()),
+                )
+            })?;
+            Ok(Listener {
+                path,
+                plugin: Arc::from(name.as_str()),
+                listener,
+            })
+        })
+        .collect()
+}
+
+fn remove_stale(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+        )),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Serves until `shutdown` completes, then stops accepting, removes the sockets, and waits up to
+/// `grace` for in-flight events to finish.
+pub async fn run(
+    dispatcher: Arc<Dispatcher>,
+    listeners: Vec<Listener>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) {
+    let mut accepting = JoinSet::new();
+    let paths: Vec<PathBuf> = listeners.iter().map(|l| l.path.clone()).collect();
+    for Listener {
+        path,
+        plugin,
+        listener,
+    } in listeners
+    {
+        let dispatcher = Arc::clone(&dispatcher);
+        accepting.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve_connection(
+                            stream,
+                            Arc::clone(&dispatcher),
+                            Arc::clone(&plugin),
+                            limits,
+                        ));
+                    }
+                    Err(error) => {
+                        tracing::warn!("accept on {} failed: {error}", path.display());
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    let reaper = tokio::spawn(reap(Arc::clone(&dispatcher)));
+    shutdown.await;
+    accepting.shutdown().await;
+    for path in &paths {
+        let _ = std::fs::remove_file(path);
+    }
+    dispatcher.start_draining();
+    let waited = tokio::time::timeout(grace, async {
+        while dispatcher.events.in_flight() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        tracing::warn!(
+            "{} events still in flight after {}s; exiting anyway",
+            dispatcher.events.in_flight(),
+            grace.as_secs()
+        );
+    }
+    reaper.abort();
+}
+
+/// Reclaims events Kong abandoned (spec §8).
+async fn reap(dispatcher: Arc<Dispatcher>) {
+    let period = (dispatcher.events.idle_timeout / 4)
+        .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
+        for event in dispatcher.events.reap() {
+            tracing::warn!(
+                plugin = %event.instance.plugin.name,
+                phase = %event.phase,
+                event = event.id,
+                "Kong stopped answering; event reclaimed"
+            );
+        }
+    }
+}
+
+/// One Kong connection: requests in, exactly one reply per request out, strictly in turn.
+async fn serve_connection(
+    mut stream: UnixStream,
+    dispatcher: Arc<Dispatcher>,
+    plugin: Arc<str>,
+    limits: Limits,
+) {
+    if let Err(error) = stream
+        .write_all(&rpc::server_pid_notification(std::process::id()))
+        .await
+    {
+        tracing::debug!("connection closed before the serverPid notification: {error}");
+        return;
+    }
+    let mut buffer: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut scanner = Scanner::new(limits.max_frame_bytes, limits.max_depth);
+    loop {
+        loop {
+            let len = match scanner.scan(&buffer) {
+                Ok(Some(len)) => len,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!("closing a connection: {error}");
+                    return;
+                }
+            };
+            let message = match rmpv::decode::read_value(&mut &buffer[..len]) {
+                Ok(message) => message,
+                Err(error) => {
+                    tracing::warn!("closing a connection: undecodable MessagePack: {error}");
+                    return;
+                }
+            };
+            buffer.drain(..len);
+            let reply = match dispatcher.dispatch(&plugin, message).await {
+                Outcome::Reply(reply) => reply,
+                Outcome::Close(reason) => {
+                    tracing::warn!("closing a connection: {reason}");
+                    return;
+                }
+            };
+            if let Err(error) = stream.write_all(&reply).await {
+                tracing::warn!("Kong closed the connection before the reply was written: {error}");
+                return;
+            }
+        }
+        match stream.read_buf(&mut buffer).await {
+            Ok(0) => {
+                if !buffer.is_empty() {
+                    tracing::debug!(
+                        "connection closed in the middle of a message ({} bytes)",
+                        buffer.len()
+                    );
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::debug!("connection read failed: {error}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What `#[kong_rust_pdk::plugin]` expands to calls into here: the root module's functions, each
+//! of which catches panics so that nothing unwinds across the `extern "C"` boundary (that would
+//! abort the host and every other plugin with it).
+
+use crate::{
+    abi::{
+        HostRef, Phase, PhaseError, PhaseErrorKind, PluginInfo, PluginInstance, PluginInstanceBox,
+        PluginInstance_TO, PluginMod, PluginModRef,
+    },
+    config,
+    pdk::Kong,
+    schema::{plugin_schema, Schema},
+    Plugin,
+};
+use abi_stable::{
+    prefix_type::PrefixTypeTrait,
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RStr, RString, RVec},
+};
+use std::{
+    any::Any,
+    cell::{Cell, RefCell},
+    panic::{self, AssertUnwindSafe},
+    sync::Once,
+};
+
+/// Metadata the `#[plugin]` attribute writes from its arguments and from the phase methods the
+/// `impl Plugin` block defines.
+pub trait Exported: Plugin {
+    const NAME: &'static str;
+    const VERSION: &'static str;
+    const PRIORITY: i64;
+    const PHASES: &'static [Phase];
+}
+
+/// The value of the exported root module.
+pub fn root_module<P: Exported>() -> PluginModRef {
+    install_panic_hook();
+    PluginMod {
+        info: info::<P>,
+        new_instance: new_instance::<P>,
+    }
+    .leak_into_prefix()
+}
+
+/// The query-command description of `P`, also what the host serves.
+pub fn plugin_info<P: Exported>() -> PluginInfo {
+    PluginInfo {
+        name: P::NAME.into(),
+        version: P::VERSION.into(),
+        priority: P::PRIORITY,
+        phases: P::PHASES.iter().copied().collect::<RVec<_>>(),
+        schema_json: plugin_schema(P::NAME, P::Config::schema())
+            .to_string()
+            .into(),
+    }
+}
+
+extern "C" fn info<P: Exported>() -> RResult<PluginInfo, RString> {
+    guarded(plugin_info::<P>)
+        .map_err(|panic| RString::from(format!("reading the plugin's metadata panicked: {panic}")))
+        .into()
+}
+
+extern "C" fn new_instance<P: Exported>(
+    config_json: RStr<'_>,
+) -> RResult<PluginInstanceBox, RString> {
+    let created = guarded(|| {
+        let config = config::decode::<P::Config>(config_json.as_str())?;
+        let plugin = P::new(config).map_err(|error| error.to_string())?;
+        Ok::<_, String>(PluginInstance_TO::from_value(Instance(plugin), TD_Opaque))
+    });
+    match created {
+        Ok(Ok(instance)) => RResult::ROk(instance),
+        Ok(Err(message)) => RResult::RErr(message.into()),
+        Err(panic) => RResult::RErr(format!("the plugin's constructor panicked: {panic}").into()),
+    }
+}
+
+/// A plugin value behind the ABI trait object.
+struct Instance<P>(P);
+
+impl<P: Plugin> PluginInstance for Instance<P> {
+    fn run_phase(&self, phase: Phase, host: HostRef<'_>) -> RResult<(), PhaseError> {
+        let outcome = guarded(|| {
+            let kong = Kong::new(&host);
+            match phase {
+                Phase::Certificate => self.0.certificate(&kong),
+                Phase::Rewrite => self.0.rewrite(&kong),
+                Phase::Access => self.0.access(&kong),
+                Phase::Response => self.0.response(&kong),
+                Phase::Preread => self.0.preread(&kong),
+                Phase::Log => self.0.log(&kong),
+            }
+        });
+        let (kind, message) = match outcome {
+            Ok(Ok(())) => return RResult::ROk(()),
+            Ok(Err(error)) => (PhaseErrorKind::Failed, error.to_string()),
+            Err(panic) => (PhaseErrorKind::Panicked, panic),
+        };
+        RResult::RErr(PhaseError {
+            kind,
+            message: message.into(),
+        })
+    }
+}
+
+thread_local! {
+    /// Set while plugin code runs under `guarded`: the hook then records instead of printing.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+    /// The last caught panic's message with its location, for the host's log line.
+    static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, turning a panic into its message (`panicked at src/lib.rs:10:5: boom`).
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let outer = GUARDED.replace(true);
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDED.set(outer);
+    result.map_err(|payload| {
+        LAST_PANIC
+            .take()
+            .unwrap_or_else(|| payload_message(payload.as_ref()))
+    })
+}
+
+fn payload_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_string())
+}
+
+/// This `.so` has its own copy of std and so its own panic hook: make it record the message and
+/// location of panics inside handlers (the host logs them in one line) and leave every other
+/// panic to the previous hook.
+fn install_panic_hook() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if GUARDED.get() {
+                let message = info.to_string().replace('\n', " ");
+                LAST_PANIC.set(Some(message));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}

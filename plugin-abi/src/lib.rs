@@ -1,0 +1,70 @@
+//! # kong-rust-pdk
+//!
+//! Write Kong Gateway plugins in Rust. A plugin is a `cdylib` crate that implements [`Plugin`]
+//! and marks the impl with [`#[plugin]`](macro@plugin); `kong-rust-host` loads the `.so` and
+//! serves it to Kong over Kong's external plugin protocol.
+//!
+//! ```
+//! use kong_rust_pdk::prelude::*;
+//!
+//! /// Configuration, validated by Kong against the schema derived from it.
+//! #[derive(Deserialize, Schema)]
+//! struct Config {
+//!     /// Greeting sent upstream in `x-greeting`.
+//!     #[schema(default = "hello")]
+//!     greeting: String,
+//! }
+//!
+//! struct Greeter {
+//!     greeting: String,
+//! }
+//!
+//! #[plugin(name = "greeter", priority = 1000)]
+//! impl Plugin for Greeter {
+//!     type Config = Config;
+//!
+//!     fn new(config: Config) -> Result<Self> {
+//!         Ok(Greeter { greeting: config.greeting })
+//!     }
+//!
+//!     fn access(&self, kong: &Kong) -> Result<()> {
+//!         kong.service.request.set_header("x-greeting", &self.greeting)?;
+//!         Ok(())
+//!     }
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Layout: [`abi`] is the stable ABI shared with the host (authors never touch it), [`pdk`] the
+//! typed PDK, [`schema`] the config-to-Kong-schema mapping.
+
+pub mod abi;
+mod config;
+mod error;
+#[doc(hidden)]
+pub mod export;
+pub mod pdk;
+mod plugin;
+pub mod schema;
+
+pub use error::{Error, ErrorKind, Result};
+pub use kong_rust_pdk_macros::{plugin, Schema};
+pub use pdk::Kong;
+pub use plugin::Plugin;
+pub use schema::Schema;
+
+/// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs.
+pub mod prelude {
+    pub use crate::{plugin, Error, ErrorKind, Kong, Plugin, Result, Schema};
+    pub use serde::Deserialize;
+}
+
+/// Used by macro expansions only.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::config::decode as decode_config;
+    pub use crate::export::{root_module, Exported};
+    pub use crate::schema::{field, record};
+    pub use abi_stable;
+    pub use serde_json;
+}

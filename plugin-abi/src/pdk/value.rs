@@ -1,0 +1,119 @@
+//! Decoding Kong's answers into Rust types, tolerant of lua-MessagePack's encoding (spec §6.2).
+
+use rmpv::Value;
+use std::collections::BTreeMap;
+
+/// Kong's multi-map (headers, query): every name maps to all its values, in order.
+/// Header names are lower-case, as Kong returns them.
+pub type Headers = BTreeMap<String, Vec<String>>;
+
+/// Text from a msgpack `str` or `bin`. Kong does not guarantee UTF-8 (header values are raw
+/// bytes); invalid sequences become U+FFFD rather than failing the whole call.
+pub fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Value::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+pub(crate) fn optional_string(value: Value) -> Result<Option<String>, String> {
+    match value {
+        Value::Nil => Ok(None),
+        other => text(&other)
+            .map(Some)
+            .ok_or_else(|| format!("{other} where a string or nothing was expected")),
+    }
+}
+
+pub(crate) fn string(value: Value) -> Result<String, String> {
+    optional_string(value)?.ok_or_else(|| "nothing where a string was expected".to_string())
+}
+
+/// An integer; Kong sends integral numbers as ints, but accept an integral float too.
+pub(crate) fn integer(value: Value) -> Result<i64, String> {
+    match &value {
+        Value::Integer(i) => i.as_i64(),
+        Value::F64(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => Some(*f as i64),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{value} where an integer was expected"))
+}
+
+/// Decodes a multi-map: values are arrays of strings, or a single string; an empty table may
+/// arrive as an empty array. `true` (a query flag) contributes no value.
+pub(crate) fn multi_map(value: Value) -> Result<Headers, String> {
+    let entries = match value {
+        Value::Map(entries) => entries,
+        Value::Array(items) if items.is_empty() => Vec::new(),
+        Value::Nil => Vec::new(),
+        other => return Err(format!("{other} where a map of lists was expected")),
+    };
+    let mut map = Headers::new();
+    for (name, values) in entries {
+        let name = text(&name).ok_or_else(|| format!("map key {name} that is not a string"))?;
+        let values = match values {
+            Value::Array(items) => items.iter().filter_map(text).collect(),
+            single => text(&single).into_iter().collect(),
+        };
+        map.insert(name, values);
+    }
+    Ok(map)
+}
+
+/// Encodes a multi-map for `set_headers`-style calls.
+pub(crate) fn multi_map_value(map: &Headers) -> Value {
+    Value::Map(
+        map.iter()
+            .map(|(name, values)| {
+                let values = values.iter().map(|v| Value::from(v.as_str())).collect();
+                (Value::from(name.as_str()), Value::Array(values))
+            })
+            .collect(),
+    )
+}
+
+/// Bytes as Kong should see them: `str` when they are UTF-8 (what lua-MessagePack itself sends),
+/// `bin` otherwise. Kong turns both into the same Lua string.
+pub(crate) fn bytes_value(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::from(text),
+        Err(_) => Value::Binary(bytes.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_and_ints_are_both_integers() {
+        assert_eq!(integer(Value::from(200)), Ok(200));
+        assert_eq!(integer(Value::F64(200.0)), Ok(200));
+        assert!(integer(Value::F64(1.5)).is_err());
+    }
+
+    #[test]
+    fn multi_map_accepts_empty_array_and_single_strings() {
+        assert_eq!(multi_map(Value::Array(vec![])), Ok(Headers::new()));
+        let map = multi_map(Value::Map(vec![
+            (
+                Value::from("a"),
+                Value::Array(vec![Value::from("1"), Value::from("2")]),
+            ),
+            (Value::from("b"), Value::from("x")),
+            (Value::from("debug"), Value::Array(vec![])),
+        ]))
+        .unwrap();
+        assert_eq!(map["a"], vec!["1", "2"]);
+        assert_eq!(map["b"], vec!["x"]);
+        assert!(map["debug"].is_empty());
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_rejected() {
+        // fixstr of 2 bytes, the second not UTF-8: how Kong may send a header value.
+        let value = rmpv::decode::read_value(&mut &[0xa2, b'a', 0xff][..]).unwrap();
+        assert_eq!(optional_string(value), Ok(Some("a\u{fffd}".to_string())));
+    }
+}
