@@ -218,10 +218,11 @@ impl Bridge {
             ));
         }
         let terminal = matches!(method, "kong.response.exit" | "kong.response.error");
-        let reply = self
-            .reply
-            .take()
-            .expect("a handler makes one call at a time");
+        let Some(reply) = self.reply.take() else {
+            return Err(self.end(format!(
+                "{method}: the event has no pending Kong call to answer"
+            )));
+        };
         let call = Yield::Call {
             method: method.to_string(),
             args: args.to_vec(),

@@ -160,11 +160,10 @@ fn explain(error: LibraryError) -> String {
             "built against kong-rust-pdk {actual_version}, this host needs a version compatible with \
              {expected_version}; {REBUILD}"
         ),
-        LibraryError::AbiInstability(details) => {
-            let details = details.to_string();
-            let first = details.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-            format!("its ABI does not match this host's (the plugin interface changed: {first}); {REBUILD}")
-        }
+        LibraryError::AbiInstability(details) => format!(
+            "its ABI does not match this host's: the plugin interface types differ ({}); {REBUILD}",
+            layout_mismatch(&details.to_string())
+        ),
         LibraryError::RootModule { err, .. } => {
             format!("initialising the plugin's root module failed: {err}")
         }
@@ -172,5 +171,54 @@ fn explain(error: LibraryError) -> String {
             format!("built by a compiler with a different C ABI; {REBUILD} with this host's toolchain")
         }
         other => format!("{other}; {REBUILD}"),
+    }
+}
+
+/// Condenses abi_stable's multi-page layout report to its verdicts: each ends in an
+/// `Error:<what>` line followed by `Expected:` and `Found:` blocks.
+fn layout_mismatch(report: &str) -> String {
+    let lines: Vec<&str> = report
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let value_after = |label: &str, from: usize| {
+        lines[from..]
+            .iter()
+            .position(|l| *l == label)
+            .and_then(|i| lines.get(from + i + 1))
+            .copied()
+            .unwrap_or("?")
+    };
+    let verdicts: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let what = line.strip_prefix("Error:")?;
+            Some(format!(
+                "{what}: expected {}, found {}",
+                value_after("Expected:", i),
+                value_after("Found:", i)
+            ))
+        })
+        .collect();
+    if verdicts.is_empty() {
+        "abi_stable reported a layout mismatch".to_string()
+    } else {
+        verdicts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::layout_mismatch;
+
+    #[test]
+    fn layout_report_is_condensed_to_its_verdict() {
+        let report = "Compared <this>:\n  --- Type Layout ---\n  lots\nError:mismatched package\nExpected:\n    kong-rust-pdk\nFound:\n    other\n";
+        assert_eq!(
+            layout_mismatch(report),
+            "mismatched package: expected kong-rust-pdk, found other"
+        );
     }
 }

@@ -155,15 +155,7 @@ struct ServeOptions {
 }
 
 fn serve(options: ServeOptions) -> Result<(), String> {
-    let (mut plugins, errors) = loader::load_dir(&options.plugins_dir).map_err(|error| {
-        format!(
-            "cannot read plugins dir {}: {error}",
-            options.plugins_dir.display()
-        )
-    })?;
-    for error in &errors {
-        tracing::error!("skipping {error}");
-    }
+    let mut plugins = load_plugins(&options.plugins_dir)?;
     if !options.only.is_empty() {
         for wanted in &options.only {
             if !plugins.iter().any(|p| &p.name == wanted) {
@@ -174,12 +166,6 @@ fn serve(options: ServeOptions) -> Result<(), String> {
             }
         }
         plugins.retain(|p| options.only.contains(&p.name));
-    }
-    if plugins.is_empty() {
-        return Err(format!(
-            "no plugin could be loaded from {}",
-            options.plugins_dir.display()
-        ));
     }
     let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
     let summary: Vec<String> = plugins
@@ -252,18 +238,30 @@ async fn shutdown_signal() {
     }
 }
 
+/// Loads every plugin in `dir`, logging one line per file that cannot be used; an error when
+/// nothing loads.
+fn load_plugins(dir: &Path) -> Result<Vec<loader::LoadedPlugin>, String> {
+    let (plugins, errors) = read_plugins_dir(dir)?;
+    for error in &errors {
+        tracing::error!("skipping {error}");
+    }
+    if plugins.is_empty() {
+        return Err(format!("no plugin could be loaded from {}", dir.display()));
+    }
+    Ok(plugins)
+}
+
+type DirContents = (Vec<loader::LoadedPlugin>, Vec<loader::LoadError>);
+
+fn read_plugins_dir(dir: &Path) -> Result<DirContents, String> {
+    loader::load_dir(dir)
+        .map_err(|error| format!("cannot read plugins dir {}: {error}", dir.display()))
+}
+
 fn dump(name: Option<&str>, plugins_dir: &Path) -> Result<(), String> {
     let plugins = match name {
         Some(name) => vec![find_plugin(name, plugins_dir)?],
-        None => {
-            let (plugins, errors) = loader::load_dir(plugins_dir).map_err(|error| {
-                format!("cannot read plugins dir {}: {error}", plugins_dir.display())
-            })?;
-            for error in &errors {
-                tracing::error!("skipping {error}");
-            }
-            plugins
-        }
+        None => load_plugins(plugins_dir)?,
     };
     println!("{}", dump::dump(&plugins));
     Ok(())
@@ -287,8 +285,7 @@ fn find_plugin(name: &str, plugins_dir: &Path) -> Result<loader::LoadedPlugin, S
             }
         }
     }
-    let (plugins, errors) = loader::load_dir(plugins_dir)
-        .map_err(|error| format!("cannot read plugins dir {}: {error}", plugins_dir.display()))?;
+    let (plugins, errors) = read_plugins_dir(plugins_dir)?;
     plugins.into_iter().find(|p| p.name == name).ok_or_else(|| {
         let skipped: Vec<String> = errors.iter().map(ToString::to_string).collect();
         format!(
@@ -309,17 +306,7 @@ fn kong_conf(
     version: kong_conf::KongVersion,
     binary: Option<PathBuf>,
 ) -> Result<(), String> {
-    let (plugins, errors) = loader::load_dir(plugins_dir)
-        .map_err(|error| format!("cannot read plugins dir {}: {error}", plugins_dir.display()))?;
-    for error in &errors {
-        tracing::error!("skipping {error}");
-    }
-    if plugins.is_empty() {
-        return Err(format!(
-            "no plugin could be loaded from {}",
-            plugins_dir.display()
-        ));
-    }
+    let plugins = load_plugins(plugins_dir)?;
     let binary = match binary {
         Some(binary) => binary,
         None => std::env::current_exe()

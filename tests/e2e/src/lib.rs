@@ -1,1 +1,220 @@
+//! Support for the end-to-end tests: builds the real host binary and plugin `.so` files once per
+//! test run, and runs hosts as child processes on sockets in a private temporary directory.
 
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex, OnceLock},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// Paths of the artifacts the tests run.
+pub struct Artifacts {
+    pub host: PathBuf,
+    pub hello: PathBuf,
+    pub bench: PathBuf,
+    pub faulty: PathBuf,
+    pub not_a_plugin: PathBuf,
+    /// A plugin built against an edited copy of the plugin interface.
+    pub changed_abi: PathBuf,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo_build(args: &[&str]) {
+    let status = Command::new(env!("CARGO"))
+        .arg("build")
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build {args:?} failed");
+}
+
+/// Builds (once per test binary) the host, the example plugins and the fixtures.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        cargo_build(&[
+            "-p",
+            "kong-rust-host",
+            "-p",
+            "rust-hello",
+            "-p",
+            "rust-bench",
+            "-p",
+            "fixture-faulty",
+            "-p",
+            "fixture-not-a-plugin",
+        ]);
+        let target = target_dir();
+        let fixture = workspace_root().join("tests/fixtures/changed-abi/Cargo.toml");
+        cargo_build(&[
+            "--manifest-path",
+            fixture.to_str().unwrap(),
+            "--target-dir",
+            target.to_str().unwrap(),
+        ]);
+        let debug = target.join("debug");
+        Artifacts {
+            host: debug.join("kong-rust-host"),
+            hello: debug.join("librust_hello.so"),
+            bench: debug.join("librust_bench.so"),
+            faulty: debug.join("libfixture_faulty.so"),
+            not_a_plugin: debug.join("libfixture_not_a_plugin.so"),
+            changed_abi: debug.join("libkong_rust_pdk.so"),
+        }
+    })
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Short: socket paths must fit in sun_path (108 bytes).
+        let path = std::env::temp_dir().join(format!("krh-{label}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A plugins dir holding copies of the given files under the given names.
+pub fn plugins_dir(files: &[(&Path, &str)]) -> TempDir {
+    let dir = TempDir::new("plugins");
+    for (source, name) in files {
+        std::fs::copy(source, dir.path().join(name)).expect("copy plugin");
+    }
+    dir
+}
+
+/// A running `kong-rust-host serve`.
+pub struct Host {
+    child: Option<Child>,
+    pub socket_dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Host {
+    /// Starts the host and waits until it logs that it is ready.
+    pub fn start(plugins_dir: &Path, socket_dir: &Path, extra_args: &[&str]) -> Host {
+        let mut child = Command::new(&artifacts().host)
+            .arg("serve")
+            .arg("--plugins-dir")
+            .arg(plugins_dir)
+            .arg("--socket-dir")
+            .arg(socket_dir)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kong-rust-host");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&log);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let host = Host {
+            child: Some(child),
+            socket_dir: socket_dir.to_path_buf(),
+            log,
+        };
+        host.wait_for_log("ready: serving", Duration::from_secs(20));
+        host
+    }
+
+    pub fn socket(&self, plugin: &str) -> PathBuf {
+        self.socket_dir.join(format!("{plugin}.socket"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything the host wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`; panics with the whole log after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no log line containing {needle:?} within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(mut self, signal: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait().expect("wait for kong-rust-host")
+    }
+
+    /// SIGTERM, as Kong stops its plugin servers.
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `kong-rust-host` with `args` to completion: (exit status, stdout, stderr).
+pub fn run_host(args: &[&str]) -> (ExitStatus, String, String) {
+    let output = Command::new(&artifacts().host)
+        .args(args)
+        .output()
+        .expect("run kong-rust-host");
+    (
+        output.status,
+        String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+        String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+    )
+}

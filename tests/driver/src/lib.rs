@@ -1,0 +1,34 @@
+//! Plays Kong Gateway's side of the external plugin protocol "MsgPack:1", byte
+//! for byte, so end-to-end tests and the load generator exercise a plugin server
+//! exactly as Kong would (see `KONG_PLUGIN_PROTOCOL.md` §5–§8, §11, §15).
+//!
+//! * [`LuaValue`] packs values like lua-MessagePack 0.5.x does inside Kong.
+//! * [`KongClient`] is one nginx worker's RPC client: msgid counter, keepalive
+//!   pool, one outstanding request per connection, `serverPid` tracking.
+//! * [`run_event`] drives one phase through Kong's bridge loop, answering PDK
+//!   calls with a [`PdkResponder`] such as the in-memory [`SimRequest`].
+//! * [`RawConn`] sends arbitrary bytes for protocol-level tests.
+
+mod client;
+mod error;
+mod event;
+mod raw;
+mod sim;
+mod value;
+mod wire;
+
+#[cfg(test)]
+mod testutil;
+
+pub use client::{
+    Conn, KongClient, Request, StartReply, StepData, StepReply, DEFAULT_READ_TIMEOUT, MAX_IDLE,
+};
+pub use error::{Error, Result};
+pub use event::{
+    is_terminal, kong_fixup, run_event, step_method_for, EventEnd, EventOutcome, Exit, PdkCall,
+    PdkResponder,
+};
+pub use raw::{RawConn, RAW_READ_TIMEOUT};
+pub use sim::{lua_number_to_string, lua_tostring, Headers, SimRequest};
+pub use value::LuaValue;
+pub use wire::{encode_request, FrameDecoder, ServerMessage};
