@@ -114,6 +114,27 @@ pub fn plugins_dir(files: &[(&Path, &str)]) -> TempDir {
     dir
 }
 
+/// A plugins dir and a socket dir that outlive any number of host processes (restart tests).
+pub struct Setup {
+    pub plugins: TempDir,
+    pub sockets: TempDir,
+}
+
+impl Setup {
+    /// `files`: (source `.so`, name in the plugins dir).
+    pub fn new(files: &[(&Path, &str)]) -> Setup {
+        Setup {
+            plugins: plugins_dir(files),
+            sockets: TempDir::new("sockets"),
+        }
+    }
+
+    /// Starts a host on these dirs and waits until it is ready.
+    pub fn start(&self, extra_args: &[&str]) -> Host {
+        Host::start(self.plugins.path(), self.sockets.path(), extra_args)
+    }
+}
+
 /// A running `kong-rust-host serve`.
 pub struct Host {
     child: Option<Child>,
@@ -183,12 +204,35 @@ impl Host {
         }
     }
 
-    /// Sends `signal` and waits for the process to exit.
-    pub fn stop_with(mut self, signal: i32) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+    /// Sends `signal` without waiting for the process to react.
+    pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, signal) };
-        child.wait().expect("wait for kong-rust-host")
+        unsafe { libc::kill(self.pid() as i32, signal) };
+    }
+
+    /// Waits for the process to exit, at most `timeout`.
+    pub fn wait(mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for kong-rust-host") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "kong-rust-host did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` and waits for the process to exit.
+    pub fn stop_with(self, signal: i32) -> ExitStatus {
+        self.signal(signal);
+        self.wait(Duration::from_secs(30))
     }
 
     /// SIGTERM, as Kong stops its plugin servers.
@@ -217,4 +261,13 @@ pub fn run_host(args: &[&str]) -> (ExitStatus, String, String) {
         String::from_utf8(output.stdout).expect("stdout is UTF-8"),
         String::from_utf8(output.stderr).expect("stderr is UTF-8"),
     )
+}
+
+/// A map entry of an rmpv map by string key (`Value::Nil` when absent), for reading replies.
+pub fn get<'a>(map: &'a rmpv::Value, key: &str) -> &'a rmpv::Value {
+    static NIL: rmpv::Value = rmpv::Value::Nil;
+    map.as_map()
+        .and_then(|entries| entries.iter().find(|(k, _)| k.as_str() == Some(key)))
+        .map(|(_, v)| v)
+        .unwrap_or(&NIL)
 }
