@@ -223,11 +223,13 @@ impl Dispatcher {
             }
             Ok(Ok(Yield::Done(Err(error)))) => {
                 self.events.finish(event.id);
-                let what = match error.kind {
-                    PhaseErrorKind::Panicked => "panicked",
-                    PhaseErrorKind::Failed => "failed",
+                // The plugin reports panics as "panicked at <file:line:col>: <message>".
+                let what = match (error.kind, error.message.strip_prefix("panicked at ")) {
+                    (PhaseErrorKind::Panicked, Some(located)) => format!("panicked at {located}"),
+                    (PhaseErrorKind::Panicked, None) => format!("panicked: {}", error.message),
+                    (PhaseErrorKind::Failed, _) => format!("failed: {}", error.message),
                 };
-                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}: {}", error.message);
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
                 match fail_closed_exit(phase) {
                     Some(args) => ("kong.response.exit".to_string(), args),
                     None => return rpc::step_reply(msgid, event.id, StepData::Ret),

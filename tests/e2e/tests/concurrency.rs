@@ -40,7 +40,7 @@ async fn sixty_four_events_in_flight_with_steps_on_rotating_connections() {
 
     // Round r answers event i on connection (i + r + 1) % 8: no two consecutive calls of an
     // event share a connection, and every connection carries many events.
-    let mut done = vec![false; EVENTS];
+    let mut done = [false; EVENTS];
     for round in 0.. {
         if done.iter().all(|&d| d) {
             break;

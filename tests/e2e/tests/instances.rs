@@ -13,7 +13,7 @@ fn setup() -> Setup {
 /// What `worker` of a Kong node sends for one plugin entity: the same config, with bookkeeping
 /// keys that differ between workers (per-worker `__seq__` before Kong 3.6) and in key order.
 fn worker_config(worker: usize, message: &str) -> String {
-    if worker % 2 == 0 {
+    if worker.is_multiple_of(2) {
         format!(
             r#"{{"message":"{message}","__seq__":{worker},"__plugin_id":"p1","__key__":"plugins:rust-hello:::::ws"}}"#
         )

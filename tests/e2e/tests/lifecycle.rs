@@ -1,0 +1,142 @@
+//! Start-up, shutdown and events Kong abandons.
+
+use e2e::{artifacts, get, Setup};
+use kong_driver::{step_method_for, KongClient, LuaValue, PdkResponder, SimRequest, StepData};
+use std::time::Duration;
+
+fn hello() -> Setup {
+    Setup::new(&[(&artifacts().hello, "librust_hello.so")])
+}
+
+async fn in_flight(kong: &KongClient) -> u64 {
+    let report = kong.call("plugin.GetStatus", LuaValue::Nil).await.unwrap();
+    get(&report, "EventsInFlight").as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_events_finish_then_removes_sockets_and_exits_0() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    let socket = host.socket("rust-hello");
+    let kong = KongClient::new(&socket);
+    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let mut conn = kong.connection().await.unwrap();
+    let mut request = SimRequest::new().header("host", "h");
+    let mut reply = conn.handle_event(id, "access").await.unwrap();
+
+    host.signal(libc::SIGTERM);
+    host.wait_for_log("SIGTERM: stopping", Duration::from_secs(5));
+    // New connections are refused once the listener is gone...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "socket not removed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...but the event in flight completes on its existing connection.
+    while let StepData::Call { method, args, .. } = &reply.data {
+        let result = request.respond(method, args);
+        reply = conn
+            .step(step_method_for(method), reply.event_id, result)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        request.upstream_headers().get_str("x-hello"),
+        Some("Hello world from rust")
+    );
+    let status = host.wait(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sigint_stops_too() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    let socket = host.socket("rust-hello");
+    assert_eq!(host.stop_with(libc::SIGINT).code(), Some(0));
+    assert!(!socket.exists());
+}
+
+#[tokio::test]
+async fn events_kong_abandons_are_reclaimed_after_the_deadline() {
+    let setup = hello();
+    let host = setup.start(&["--event-timeout", "1"]);
+    let kong = KongClient::new(host.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    // Kong raised a Lua error inside a PDK call: it never sends the Step.
+    let abandoned = kong.handle_event(id, "access").await.unwrap();
+    assert!(matches!(abandoned.data, StepData::Call { .. }));
+    // A client that disconnects mid-event abandons it too.
+    {
+        let mut conn = kong.connection().await.unwrap();
+        conn.handle_event(id, "access").await.unwrap();
+    }
+    assert_eq!(in_flight(&kong).await, 2);
+    host.wait_for_log(
+        "Kong stopped answering; event reclaimed",
+        Duration::from_secs(5),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while in_flight(&kong).await != 0 {
+        assert!(std::time::Instant::now() < deadline, "events not reclaimed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let late = kong
+        .step("plugin.Step", abandoned.event_id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        late.server_message(),
+        Some(format!("event id {} not found", abandoned.event_id).as_str())
+    );
+    // The plugin threads were released: the plugin still serves.
+    let mut request = SimRequest::new().header("host", "h");
+    kong_driver::run_event(&kong, id, "access", &mut request)
+        .await
+        .unwrap();
+    assert_eq!(
+        request.upstream_headers().get_str("x-hello-host"),
+        Some("h")
+    );
+}
+
+#[tokio::test]
+async fn unloadable_files_are_logged_and_the_rest_is_served() {
+    let a = artifacts();
+    let setup = Setup::new(&[
+        (&a.hello, "librust_hello.so"),
+        (&a.not_a_plugin, "not-a-plugin.so"),
+        (&a.changed_abi, "changed-abi.so"),
+    ]);
+    let host = setup.start(&[]);
+    let line = host.wait_for_log("changed-abi.so", Duration::from_secs(1));
+    assert!(line.contains("ABI does not match"), "{line}");
+    assert!(host
+        .wait_for_log("not-a-plugin.so", Duration::from_secs(1))
+        .contains("no abi_stable root module"));
+    let kong = KongClient::new(host.socket("rust-hello"));
+    assert!(kong.start_instance("rust-hello", "{}").await.is_ok());
+    let sockets: Vec<_> = std::fs::read_dir(setup.sockets.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".socket"))
+        .collect();
+    assert_eq!(sockets, ["rust-hello.socket"]);
+}
+
+#[test]
+fn a_plugins_dir_with_nothing_loadable_is_an_error_exit() {
+    let setup = Setup::new(&[(&artifacts().not_a_plugin, "x.so")]);
+    let (status, _, stderr) = e2e::run_host(&[
+        "serve",
+        "--plugins-dir",
+        setup.plugins.path().to_str().unwrap(),
+        "--socket-dir",
+        setup.sockets.path().to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("no plugin could be loaded from"),
+        "{stderr}"
+    );
+}
