@@ -1,19 +1,20 @@
 //! Answers one Kong request: the RPC methods of spec §7.
 
 use crate::{
-    events::{Event, Events, Yield},
+    events::{Event, Events, InFlight, Yield},
     executor::Executor,
     ids::EventIds,
     instances::Instances,
     loader::LoadedPlugin,
     rpc::{self, MsgId, Request, RequestError, StepData},
+    throttle::Throttle,
 };
 use kong_rust_pdk::abi::{Phase, PhaseErrorKind};
 use rmpv::Value;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     time::{SystemTime, UNIX_EPOCH},
@@ -26,8 +27,29 @@ pub enum Outcome {
     Close(String),
 }
 
+/// What the host enforces, from the command line.
+pub struct Policy {
+    /// Live instance ids at most; StartInstance beyond it is refused.
+    pub max_instances: usize,
+    /// Events of one plugin in flight at most, so one stuck plugin cannot hold every thread.
+    pub max_events_per_plugin: usize,
+    /// Plugins whose failures let the request through instead of ending it with a 500.
+    pub fail_open: Vec<String>,
+}
+
+/// A loaded plugin and its runtime state.
+struct Served {
+    plugin: Arc<LoadedPlugin>,
+    /// Its events in flight, counted against `max_events_per_plugin`.
+    in_flight: Arc<AtomicUsize>,
+    fail_open: bool,
+    overload_warnings: Throttle,
+}
+
 pub struct Dispatcher {
-    plugins: HashMap<String, Arc<LoadedPlugin>>,
+    plugins: HashMap<String, Served>,
+    max_instances: usize,
+    max_events_per_plugin: usize,
     instances: Arc<Instances>,
     pub events: Events,
     event_ids: EventIds,
@@ -45,12 +67,23 @@ impl Dispatcher {
         instances: Instances,
         events: Events,
         executor: Executor,
+        policy: Policy,
     ) -> Self {
         Dispatcher {
             plugins: plugins
                 .into_iter()
-                .map(|p| (p.name.clone(), Arc::new(p)))
+                .map(|p| {
+                    let served = Served {
+                        fail_open: policy.fail_open.contains(&p.name),
+                        plugin: Arc::new(p),
+                        in_flight: Arc::default(),
+                        overload_warnings: Throttle::default(),
+                    };
+                    (served.plugin.name.clone(), served)
+                })
                 .collect(),
+            max_instances: policy.max_instances,
+            max_events_per_plugin: policy.max_events_per_plugin,
             instances: Arc::new(instances),
             events,
             event_ids: EventIds::new(),
@@ -122,16 +155,27 @@ impl Dispatcher {
         if served != name {
             return Err(format!("this socket serves plugin {served}, not {name}"));
         }
-        let plugin = self.plugins.get(name.as_ref()).cloned().ok_or_else(|| {
-            let mut known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
-            known.sort();
-            format!(
-                "unknown plugin {name}; this host serves {}",
-                known.join(", ")
-            )
-        })?;
+        let plugin = self
+            .plugins
+            .get(name.as_ref())
+            .map(|s| Arc::clone(&s.plugin))
+            .ok_or_else(|| {
+                let mut known: Vec<&str> = self.plugins.keys().map(String::as_str).collect();
+                known.sort();
+                format!(
+                    "unknown plugin {name}; this host serves {}",
+                    known.join(", ")
+                )
+            })?;
         if self.draining.load(Ordering::Acquire) {
             return Err("kong-rust-host is shutting down".into());
+        }
+        let live = self.instances.count();
+        if live >= self.max_instances {
+            tracing::warn!(plugin = %name, "StartInstance refused: {live} live instance ids (--max-instances)");
+            return Err(format!(
+                "kong-rust-host instance limit reached ({live} live instance ids); raise --max-instances"
+            ));
         }
         // The constructor is plugin code: it runs on a plugin thread, never on a socket thread.
         let instances = Arc::clone(&self.instances);
@@ -173,9 +217,45 @@ impl Dispatcher {
         if self.draining.load(Ordering::Acquire) {
             return Err("kong-rust-host is shutting down".into());
         }
-        let (event, job, first_yield) = self.events.start(event_id, instance, phase);
+        let served = &self.plugins[&instance.plugin.name];
+        let Some(place) = InFlight::acquire(&served.in_flight, self.max_events_per_plugin) else {
+            return self.overloaded(msgid, event_id, served, phase);
+        };
+        let (event, job, first_yield) = self.events.start(event_id, instance, phase, place);
         self.executor.spawn(job);
         Ok(self.answer(msgid, &event, first_yield).await)
+    }
+
+    /// A plugin at its limit of events in flight: its request fails like a failed handler would
+    /// (503 where the phase can answer, unless the plugin fails open), and nothing is queued.
+    fn overloaded(
+        &self,
+        msgid: MsgId,
+        event_id: u64,
+        served: &Served,
+        phase: Phase,
+    ) -> Result<Vec<u8>, String> {
+        let limit = self.max_events_per_plugin;
+        if served.overload_warnings.allow() {
+            tracing::warn!(plugin = %served.plugin.name, %phase, "{limit} events in flight (--max-events-per-plugin): refusing new ones");
+        }
+        if served.fail_open {
+            return Ok(rpc::step_reply(msgid, event_id, StepData::Ret));
+        }
+        match exit_args(phase, 503, "Service Unavailable") {
+            Some(args) => Ok(rpc::step_reply(
+                msgid,
+                event_id,
+                StepData::Call {
+                    method: "kong.response.exit",
+                    args: &args,
+                },
+            )),
+            None => Err(format!(
+                "{} has {limit} events in flight; refused",
+                served.plugin.name
+            )),
+        }
     }
 
     async fn step(
@@ -230,7 +310,8 @@ impl Dispatcher {
                     (PhaseErrorKind::Failed, _) => format!("failed: {}", error.message),
                 };
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
-                match fail_closed_exit(phase) {
+                let fail_open = self.plugins[plugin].fail_open;
+                match exit_args(phase, 500, FAIL_CLOSED_BODY).filter(|_| !fail_open) {
                     Some(args) => ("kong.response.exit".to_string(), args),
                     None => return rpc::step_reply(msgid, event.id, StepData::Ret),
                 }
@@ -272,7 +353,7 @@ impl Dispatcher {
         let plugins = names
             .into_iter()
             .map(|name| {
-                let plugin = &self.plugins[name];
+                let plugin = &self.plugins[name].plugin;
                 let instances = ids
                     .iter()
                     .filter(|status| &status.plugin == name)
@@ -329,18 +410,16 @@ fn no_instance(id: i64) -> String {
     format!("no plugin instance {id}")
 }
 
-/// A failed handler ends the request with Kong's own 500 where the phase can still answer the
-/// client: Kong itself would fail open on an error reply (spec §12), letting a request through
-/// that an authentication plugin meant to stop.
-fn fail_closed_exit(phase: Phase) -> Option<Vec<u8>> {
+/// The `kong.response.exit(status, {message = ...})` args that end a failed request, where the
+/// phase can still answer the client. A failed handler ends its request this way (fail closed):
+/// Kong itself would fail open on an error reply (spec §12), letting a request through that an
+/// authentication plugin meant to stop.
+fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
     match phase {
         Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread => {
             let args = Value::Array(vec![
-                Value::from(500),
-                Value::Map(vec![(
-                    Value::from("message"),
-                    Value::from(FAIL_CLOSED_BODY),
-                )]),
+                Value::from(status),
+                Value::Map(vec![(Value::from("message"), Value::from(message))]),
             ]);
             let mut encoded = Vec::with_capacity(48);
             rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");

@@ -20,7 +20,7 @@ use std::{
     cell::RefCell,
     panic::{self, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc, Arc,
     },
     time::{Duration, Instant},
@@ -43,6 +43,28 @@ struct Resume {
     reply: oneshot::Sender<Yield>,
 }
 
+/// One of a plugin's places under `--max-events-per-plugin`, held by each of its events and
+/// given back when the event is gone, however it ended.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// A place among `max`, if one is free.
+    pub fn acquire(count: &Arc<AtomicUsize>, max: usize) -> Option<InFlight> {
+        if count.fetch_add(1, Ordering::AcqRel) < max {
+            Some(InFlight(Arc::clone(count)))
+        } else {
+            count.fetch_sub(1, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub struct Event {
     pub id: u64,
     pub instance: Arc<Live>,
@@ -53,6 +75,7 @@ pub struct Event {
     running: AtomicBool,
     /// When Kong last heard from this event, in ms since the table's epoch: the reaper's clock.
     touched_ms: AtomicU64,
+    _place: InFlight,
 }
 
 pub struct Events {
@@ -83,6 +106,7 @@ impl Events {
         id: u64,
         instance: Arc<Live>,
         phase: Phase,
+        place: InFlight,
     ) -> (Arc<Event>, impl FnOnce() + Send, oneshot::Receiver<Yield>) {
         let (resume, resumed) = mpsc::channel();
         let (reply, first_yield) = oneshot::channel();
@@ -93,6 +117,7 @@ impl Events {
             resume,
             running: AtomicBool::new(true),
             touched_ms: AtomicU64::new(self.now_ms()),
+            _place: place,
         });
         self.table.insert(id, Arc::clone(&event));
         let timeout = self.idle_timeout;

@@ -144,6 +144,11 @@ impl Instances {
         }
     }
 
+    /// Live instance ids.
+    pub fn count(&self) -> usize {
+        self.by_id.len()
+    }
+
     pub fn get(&self, id: i64) -> Option<Arc<Live>> {
         self.by_id.get(id as u64).map(|entry| entry.instance)
     }

@@ -76,6 +76,16 @@ pub fn plugin_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Loads every plugin in `dir`. A file that fails does not stop the others.
 pub fn load_dir(dir: &Path) -> std::io::Result<(Vec<LoadedPlugin>, Vec<LoadError>)> {
+    if let Some(mode) = writable_by_others(dir)? {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the directory is writable by other users (mode {mode:04o}) and loading a plugin runs its code; \
+                 run `chmod o-w {}`",
+                dir.display()
+            ),
+        ));
+    }
     let mut loaded: Vec<LoadedPlugin> = Vec::new();
     let mut errors = Vec::new();
     let mut seen: HashMap<String, PathBuf> = HashMap::new();
@@ -108,6 +118,17 @@ pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadError> {
         path: path.to_path_buf(),
         reason,
     };
+    match writable_by_others(path) {
+        Ok(None) => {}
+        Ok(Some(mode)) => {
+            return Err(fail(format!(
+                "writable by other users (mode {mode:04o}), and loading a plugin runs its code; \
+                 refusing it: run `chmod o-w {}`",
+                path.display()
+            )))
+        }
+        Err(error) => return Err(fail(format!("cannot read its permissions: {error}"))),
+    }
     let module = lib_header_from_path(path)
         .and_then(|header| header.init_root_module::<PluginModRef>())
         .map_err(|error| fail(explain(error)))?;
@@ -133,6 +154,14 @@ pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadError> {
         path: path.to_path_buf(),
         module,
     })
+}
+
+/// The permission bits of `path` when users other than its owner and group may write it
+/// (following symlinks: the target is what gets loaded).
+fn writable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+    Ok((mode & 0o002 != 0).then_some(mode))
 }
 
 const REBUILD: &str = concat!(

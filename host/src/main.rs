@@ -13,6 +13,7 @@ mod loader;
 mod rpc;
 mod server;
 mod sharded;
+mod throttle;
 
 use clap::{Parser, Subcommand};
 use std::{
@@ -35,28 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load every plugin in the plugins dir and serve each on <socket-dir>/<name>.socket.
-    Serve {
-        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
-        plugins_dir: PathBuf,
-        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
-        socket_dir: PathBuf,
-        /// Serve only these plugins (repeatable); the Kong 3.4 layout runs one process per plugin.
-        #[arg(long = "only", value_name = "NAME")]
-        only: Vec<String>,
-        /// Seconds Kong may stay silent within an event (or a handler may run between PDK calls)
-        /// before the event is reclaimed. Kong's own read timeout is 60 s.
-        #[arg(long, default_value_t = 65)]
-        event_timeout: u64,
-        /// Largest message accepted from Kong, in bytes; a larger one closes the connection.
-        #[arg(long, default_value_t = 64 << 20)]
-        max_frame_bytes: usize,
-        /// Plugin threads at most (each in-flight event holds one while it waits for Kong).
-        #[arg(long, default_value_t = 1024)]
-        max_plugin_threads: usize,
-        /// Seconds to let in-flight events finish after SIGTERM/SIGINT.
-        #[arg(long, default_value_t = 10)]
-        shutdown_grace: u64,
-    },
+    Serve(ServeArgs),
     /// Print the query-command JSON Kong reads (only JSON goes to stdout).
     Dump {
         /// The plugin to describe (Kong 3.9+ registers only the first plugin of a dump).
@@ -86,26 +66,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     let result = match cli.command {
-        Command::Serve {
-            plugins_dir,
-            socket_dir,
-            only,
-            event_timeout,
-            max_frame_bytes,
-            max_plugin_threads,
-            shutdown_grace,
-        } => serve(ServeOptions {
-            plugins_dir,
-            socket_dir,
-            only,
-            event_timeout: Duration::from_secs(event_timeout),
-            limits: server::Limits {
-                max_frame_bytes,
-                max_depth: 128,
-            },
-            max_plugin_threads,
-            shutdown_grace: Duration::from_secs(shutdown_grace),
-        }),
+        Command::Serve(args) => serve(args),
         Command::Dump {
             name,
             all: _,
@@ -144,17 +105,73 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-struct ServeOptions {
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
     plugins_dir: PathBuf,
+    #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
     socket_dir: PathBuf,
+    /// Serve only these plugins (repeatable); the Kong 3.4 layout runs one process per plugin.
+    #[arg(long = "only", value_name = "NAME")]
     only: Vec<String>,
-    event_timeout: Duration,
-    limits: server::Limits,
+    /// Permission bits of the socket files, in octal. Kong's nginx workers must be able to
+    /// connect: run the host as Kong's user or give the sockets Kong's group.
+    #[arg(long, default_value = "0660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Group (name or number) to give the socket files.
+    #[arg(long, value_parser = parse_group)]
+    socket_group: Option<libc::gid_t>,
+    /// Seconds Kong may stay silent within an event (or a handler may run between PDK calls)
+    /// before the event is reclaimed. Kong's own read timeout is 60 s.
+    #[arg(long, default_value_t = 65)]
+    event_timeout: u64,
+    /// Largest message accepted from Kong, in bytes; a larger one closes the connection.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_frame_bytes: usize,
+    /// Open connections at most, over all sockets; more are closed at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Live instance ids at most; StartInstance beyond it is refused (the request fails).
+    #[arg(long, default_value_t = 65536)]
+    max_instances: usize,
+    /// Events of one plugin in flight at most; beyond it the request fails with 503 (or goes
+    /// through, for --fail-open plugins), so one stuck plugin cannot take every thread.
+    #[arg(long, default_value_t = 256)]
+    max_events_per_plugin: usize,
+    /// Plugin threads at most (each in-flight event holds one while it waits for Kong).
+    #[arg(long, default_value_t = 1024)]
     max_plugin_threads: usize,
-    shutdown_grace: Duration,
+    /// Let requests through when this plugin fails or is overloaded, instead of ending them
+    /// with 500/503 (repeatable). For plugins whose failure must not block traffic.
+    #[arg(long = "fail-open", value_name = "NAME")]
+    fail_open: Vec<String>,
+    /// Seconds to let in-flight events finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace: u64,
 }
 
-fn serve(options: ServeOptions) -> Result<(), String> {
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal permission mode like 0660"))
+}
+
+fn parse_group(text: &str) -> Result<libc::gid_t, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(text).map_err(|_| format!("bad group name {text:?}"))?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result is read at once, before any
+    // other call could reuse its static buffer (this runs once, while parsing arguments).
+    let group = unsafe { libc::getgrnam(name.as_ptr()) };
+    if group.is_null() {
+        return Err(format!("no group named {text:?}"));
+    }
+    Ok(unsafe { (*group).gr_gid })
+}
+
+fn serve(options: ServeArgs) -> Result<(), String> {
     let mut plugins = load_plugins(&options.plugins_dir)?;
     if !options.only.is_empty() {
         for wanted in &options.only {
@@ -166,6 +183,13 @@ fn serve(options: ServeOptions) -> Result<(), String> {
             }
         }
         plugins.retain(|p| options.only.contains(&p.name));
+    }
+    for name in &options.fail_open {
+        if !plugins.iter().any(|p| &p.name == name) {
+            return Err(format!(
+                "--fail-open {name}: this host serves no such plugin"
+            ));
+        }
     }
     let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
     let summary: Vec<String> = plugins
@@ -182,15 +206,24 @@ fn serve(options: ServeOptions) -> Result<(), String> {
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
     runtime.block_on(async move {
+        let access = server::SocketAccess {
+            mode: options.socket_mode,
+            group: options.socket_group,
+        };
         let listeners =
-            server::bind(&options.socket_dir, &names).map_err(|error| error.to_string())?;
+            server::bind(&options.socket_dir, &names, access).map_err(|error| error.to_string())?;
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
             plugins,
             instances::Instances::new(ids::InstanceIds::new(
                 options.socket_dir.join(".kong-rust-host.ids"),
             )),
-            events::Events::new(options.event_timeout),
+            events::Events::new(Duration::from_secs(options.event_timeout)),
             executor::Executor::new(options.max_plugin_threads),
+            dispatch::Policy {
+                max_instances: options.max_instances,
+                max_events_per_plugin: options.max_events_per_plugin,
+                fail_open: options.fail_open.clone(),
+            },
         ));
         tracing::info!(
             "ready: serving {} on {} (pid {})",
@@ -201,9 +234,13 @@ fn serve(options: ServeOptions) -> Result<(), String> {
         server::run(
             dispatcher,
             listeners,
-            options.limits,
+            server::Limits {
+                max_frame_bytes: options.max_frame_bytes,
+                max_depth: 128,
+                max_connections: options.max_connections,
+            },
             shutdown_signal(),
-            options.shutdown_grace,
+            Duration::from_secs(options.shutdown_grace),
         )
         .await;
         tracing::info!("stopped");

@@ -4,11 +4,13 @@ use crate::{
     dispatch::{Dispatcher, Outcome},
     frame::Scanner,
     rpc,
+    throttle::Throttle,
 };
 use std::{
     io,
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
     sync::Arc,
     time::Duration,
 };
@@ -23,6 +25,8 @@ use tokio::{
 pub struct Limits {
     pub max_frame_bytes: usize,
     pub max_depth: usize,
+    /// Open Kong connections at most, over all sockets; more are closed at once.
+    pub max_connections: usize,
 }
 
 /// A bound socket and the plugin it serves.
@@ -32,14 +36,27 @@ pub struct Listener {
     listener: UnixListener,
 }
 
+/// Who may connect to the sockets: Kong's nginx workers must, nobody else should.
+#[derive(Clone, Copy, Debug)]
+pub struct SocketAccess {
+    /// Permission bits of each socket file (default 0660).
+    pub mode: u32,
+    /// Group to give the sockets, e.g. the group Kong's workers run as.
+    pub group: Option<libc::gid_t>,
+}
+
 /// Binds `<socket_dir>/<name>.socket` for each plugin, replacing stale socket files.
-pub fn bind(socket_dir: &Path, names: &[String]) -> io::Result<Vec<Listener>> {
+pub fn bind(
+    socket_dir: &Path,
+    names: &[String],
+    access: SocketAccess,
+) -> io::Result<Vec<Listener>> {
     names
         .iter()
         .map(|name| {
             let path = socket_dir.join(format!("{name}.socket"));
             remove_stale(&path)?;
-            let listener = UnixListener::bind(&path).map_err(|error| {
+            let listener = bind_restricted(&path, access).map_err(|error| {
                 io::Error::new(
                     error.kind(),
                     format!("cannot bind {}: {error}", path.display()),
@@ -52,6 +69,23 @@ pub fn bind(socket_dir: &Path, names: &[String]) -> io::Result<Vec<Listener>> {
             })
         })
         .collect()
+}
+
+/// Binds with a umask that leaves the socket usable by its owner only, then opens it up to
+/// `access`: no window in which others could connect. Runs at start-up, before anything else in
+/// the process creates files, so the process-wide umask change is harmless.
+fn bind_restricted(path: &Path, access: SocketAccess) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask has no preconditions; the previous mask is restored below.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    unsafe { libc::umask(previous) };
+    let listener = bound?;
+    if let Some(gid) = access.group {
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))?;
+    Ok(listener)
 }
 
 fn remove_stale(path: &Path) -> io::Result<()> {
@@ -79,6 +113,7 @@ pub async fn run(
     grace: Duration,
 ) {
     let mut accepting = JoinSet::new();
+    let open = Arc::new(OpenConnections::default());
     let paths: Vec<PathBuf> = listeners.iter().map(|l| l.path.clone()).collect();
     for Listener {
         path,
@@ -87,16 +122,20 @@ pub async fn run(
     } in listeners
     {
         let dispatcher = Arc::clone(&dispatcher);
+        let open = Arc::clone(&open);
         accepting.spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_connection(
-                            stream,
-                            Arc::clone(&dispatcher),
-                            Arc::clone(&plugin),
-                            limits,
-                        ));
+                        let Some(slot) = open.take(limits.max_connections) else {
+                            drop(stream);
+                            continue;
+                        };
+                        let (dispatcher, plugin) = (Arc::clone(&dispatcher), Arc::clone(&plugin));
+                        tokio::spawn(async move {
+                            serve_connection(stream, dispatcher, plugin, limits).await;
+                            drop(slot);
+                        });
                     }
                     Err(error) => {
                         tracing::warn!("accept on {} failed: {error}", path.display());
@@ -127,6 +166,37 @@ pub async fn run(
         );
     }
     reaper.abort();
+}
+
+/// Counts open connections against `--max-connections`.
+#[derive(Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+    warnings: Throttle,
+}
+
+/// A connection's place under the limit, given back when dropped.
+struct ConnectionSlot(Arc<OpenConnections>);
+
+impl OpenConnections {
+    fn take(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        if self.count.fetch_add(1, Ordering::AcqRel) < max {
+            return Some(ConnectionSlot(Arc::clone(self)));
+        }
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if self.warnings.allow() {
+            tracing::warn!(
+                "{max} connections open (--max-connections): closing new ones until some end"
+            );
+        }
+        None
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Reclaims events Kong abandoned (spec §8).

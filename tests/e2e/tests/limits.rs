@@ -1,0 +1,153 @@
+//! Socket permissions, refusing plugin files others can write, and what the host answers at
+//! each of its limits.
+
+use e2e::{artifacts, Setup};
+use kong_driver::{run_event, EventEnd, KongClient, RawConn, SimRequest, StepData};
+use std::{os::unix::fs::PermissionsExt, time::Duration};
+
+fn hello() -> Setup {
+    Setup::new(&[(&artifacts().hello, "librust_hello.so")])
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn sockets_are_0660_by_default_and_mode_and_group_are_configurable() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    assert_eq!(mode(&host.socket("rust-hello")), 0o660);
+    drop(host);
+
+    // SAFETY: getegid has no preconditions.
+    let gid = unsafe { libc::getegid() }.to_string();
+    let host = setup.start(&["--socket-mode", "0600", "--socket-group", &gid]);
+    let socket = host.socket("rust-hello");
+    assert_eq!(mode(&socket), 0o600);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(&socket).unwrap().gid().to_string(), gid);
+}
+
+#[test]
+fn a_plugin_file_others_can_write_is_refused() {
+    let a = artifacts();
+    let setup = Setup::new(&[(&a.hello, "librust_hello.so"), (&a.bench, "librust_bench.so")]);
+    let writable = setup.plugins.path().join("librust_bench.so");
+    std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let host = setup.start(&[]);
+    let line = host.wait_for_log("librust_bench.so", Duration::from_secs(1));
+    assert!(line.contains("writable by other users (mode 0666)"), "{line}");
+    assert!(line.contains("chmod o-w"), "{line}");
+    assert!(host.socket("rust-hello").exists());
+    assert!(!host.socket("rust-bench").exists());
+}
+
+#[test]
+fn a_plugins_dir_others_can_write_is_refused_whole() {
+    let setup = hello();
+    std::fs::set_permissions(setup.plugins.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, _, stderr) = e2e::run_host(&[
+        "serve",
+        "--plugins-dir",
+        setup.plugins.path().to_str().unwrap(),
+        "--socket-dir",
+        setup.sockets.path().to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("the directory is writable by other users (mode 0777)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_closed_until_one_ends() {
+    let setup = hello();
+    let host = setup.start(&["--max-connections", "2"]);
+    let socket = host.socket("rust-hello");
+    let mut first = RawConn::connect(&socket).await.unwrap();
+    let mut second = RawConn::connect(&socket).await.unwrap();
+    first.read_value().await.unwrap();
+    second.read_value().await.unwrap();
+    let mut third = RawConn::connect(&socket).await.unwrap();
+    assert!(third.is_closed(Duration::from_secs(5)).await, "the third connection is closed at once");
+    host.wait_for_log("2 connections open (--max-connections)", Duration::from_secs(5));
+
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kong = KongClient::new(&socket);
+    assert!(kong.start_instance("rust-hello", "{}").await.is_ok());
+}
+
+#[tokio::test]
+async fn a_plugin_at_its_event_limit_answers_503_and_recovers() {
+    let setup = hello();
+    let host = setup.start(&["--max-events-per-plugin", "2"]);
+    let kong = KongClient::new(host.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let held = [kong.handle_event(id, "access").await.unwrap(), kong.handle_event(id, "access").await.unwrap()];
+
+    let mut request = SimRequest::new().header("host", "h");
+    let refused = run_event(&kong, id, "access", &mut request).await.unwrap();
+    let exit = refused.exit().expect("refused with an exit");
+    assert_eq!(exit.status(), Some(503));
+    assert!(request.upstream_headers().get_str("x-hello").is_none(), "the plugin did not run");
+    host.wait_for_log("2 events in flight (--max-events-per-plugin)", Duration::from_secs(5));
+
+    // Finishing one event frees its place.
+    let mut finish = SimRequest::new().header("host", "h");
+    let mut reply = held[0].clone();
+    while let StepData::Call { method, args, .. } = &reply.data {
+        let result = kong_driver::PdkResponder::respond(&mut finish, method, args);
+        reply = kong.step(kong_driver::step_method_for(method), reply.event_id, result).await.unwrap();
+    }
+    let mut request = SimRequest::new().header("host", "h");
+    assert!(matches!(run_event(&kong, id, "access", &mut request).await.unwrap().end, EventEnd::Ret));
+}
+
+#[tokio::test]
+async fn fail_open_plugins_let_requests_through_when_overloaded_or_failing() {
+    let a = artifacts();
+    let setup = Setup::new(&[(&a.faulty, "libfixture_faulty.so")]);
+    let host = setup.start(&["--fail-open", "rust-faulty", "--max-events-per-plugin", "1"]);
+    let kong = KongClient::new(host.socket("rust-faulty"));
+    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+
+    let mut panicking = SimRequest::new().header("x-fault", "panic");
+    let outcome = run_event(&kong, id, "access", &mut panicking).await.unwrap();
+    assert!(matches!(outcome.end, EventEnd::Ret), "{:?}", outcome.end);
+    host.wait_for_log("access panicked on purpose", Duration::from_secs(5));
+
+    let _held = kong.handle_event(id, "access").await.unwrap();
+    let overloaded = kong.handle_event(id, "access").await.unwrap();
+    assert!(matches!(overloaded.data, StepData::Ret));
+}
+
+#[tokio::test]
+async fn start_instance_over_the_instance_limit_is_refused() {
+    let setup = hello();
+    let host = setup.start(&["--max-instances", "3"]);
+    let kong = KongClient::new(host.socket("rust-hello"));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(kong.start_instance("rust-hello", &format!(r#"{{"__seq__":{i}}}"#)).await.unwrap().id);
+    }
+    let refused = kong.start_instance("rust-hello", "{}").await.unwrap_err();
+    assert!(refused.server_message().unwrap().contains("instance limit reached (3 live instance ids)"), "{refused}");
+    kong.close_instance(ids[0]).await.unwrap();
+    assert!(kong.start_instance("rust-hello", "{}").await.is_ok());
+}
+
+#[test]
+fn fail_open_must_name_a_served_plugin() {
+    let setup = hello();
+    let (status, _, stderr) = e2e::run_host(&[
+        "serve",
+        "--plugins-dir",
+        setup.plugins.path().to_str().unwrap(),
+        "--socket-dir",
+        setup.sockets.path().to_str().unwrap(),
+        "--fail-open",
+        "rust-nope",
+    ]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("--fail-open rust-nope: this host serves no such plugin"), "{stderr}");
+}
