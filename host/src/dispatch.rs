@@ -86,7 +86,7 @@ impl Dispatcher {
             max_events_per_plugin: policy.max_events_per_plugin,
             instances: Arc::new(instances),
             events,
-            event_ids: EventIds::new(),
+            event_ids: EventIds::starting_now(),
             executor,
             draining: AtomicBool::new(false),
         }

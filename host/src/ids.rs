@@ -92,7 +92,8 @@ fn time_seeded_start() -> i64 {
 pub struct EventIds(AtomicU64);
 
 impl EventIds {
-    pub fn new() -> Self {
+    /// Starts at the current time in microseconds: apart from any earlier process's ids.
+    pub fn starting_now() -> Self {
         let micros = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)

@@ -1,19 +1,7 @@
 //! `kong-rust-host`: serves Rust plugins (`.so` files) to Kong Gateway over Kong's external
 //! plugin protocol (MsgPack:1), one Unix socket per plugin.
 
-mod dispatch;
-mod dump;
-mod events;
-mod executor;
-mod frame;
-mod ids;
-mod instances;
-mod kong_conf;
-mod loader;
-mod rpc;
-mod server;
-mod sharded;
-mod throttle;
+use kong_rust_host::{dispatch, dump, events, executor, ids, instances, kong_conf, loader, server};
 
 use clap::{Parser, Subcommand};
 use std::{

@@ -32,12 +32,18 @@ fn sockets_are_0660_by_default_and_mode_and_group_are_configurable() {
 #[test]
 fn a_plugin_file_others_can_write_is_refused() {
     let a = artifacts();
-    let setup = Setup::new(&[(&a.hello, "librust_hello.so"), (&a.bench, "librust_bench.so")]);
+    let setup = Setup::new(&[
+        (&a.hello, "librust_hello.so"),
+        (&a.bench, "librust_bench.so"),
+    ]);
     let writable = setup.plugins.path().join("librust_bench.so");
     std::fs::set_permissions(&writable, std::fs::Permissions::from_mode(0o666)).unwrap();
     let host = setup.start(&[]);
     let line = host.wait_for_log("librust_bench.so", Duration::from_secs(1));
-    assert!(line.contains("writable by other users (mode 0666)"), "{line}");
+    assert!(
+        line.contains("writable by other users (mode 0666)"),
+        "{line}"
+    );
     assert!(line.contains("chmod o-w"), "{line}");
     assert!(host.socket("rust-hello").exists());
     assert!(!host.socket("rust-bench").exists());
@@ -55,7 +61,10 @@ fn a_plugins_dir_others_can_write_is_refused_whole() {
         setup.sockets.path().to_str().unwrap(),
     ]);
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.contains("the directory is writable by other users (mode 0777)"), "{stderr}");
+    assert!(
+        stderr.contains("the directory is writable by other users (mode 0777)"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -68,8 +77,14 @@ async fn connections_over_the_limit_are_closed_until_one_ends() {
     first.read_value().await.unwrap();
     second.read_value().await.unwrap();
     let mut third = RawConn::connect(&socket).await.unwrap();
-    assert!(third.is_closed(Duration::from_secs(5)).await, "the third connection is closed at once");
-    host.wait_for_log("2 connections open (--max-connections)", Duration::from_secs(5));
+    assert!(
+        third.is_closed(Duration::from_secs(5)).await,
+        "the third connection is closed at once"
+    );
+    host.wait_for_log(
+        "2 connections open (--max-connections)",
+        Duration::from_secs(5),
+    );
 
     drop(first);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -83,24 +98,42 @@ async fn a_plugin_at_its_event_limit_answers_503_and_recovers() {
     let host = setup.start(&["--max-events-per-plugin", "2"]);
     let kong = KongClient::new(host.socket("rust-hello"));
     let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
-    let held = [kong.handle_event(id, "access").await.unwrap(), kong.handle_event(id, "access").await.unwrap()];
+    let held = [
+        kong.handle_event(id, "access").await.unwrap(),
+        kong.handle_event(id, "access").await.unwrap(),
+    ];
 
     let mut request = SimRequest::new().header("host", "h");
     let refused = run_event(&kong, id, "access", &mut request).await.unwrap();
     let exit = refused.exit().expect("refused with an exit");
     assert_eq!(exit.status(), Some(503));
-    assert!(request.upstream_headers().get_str("x-hello").is_none(), "the plugin did not run");
-    host.wait_for_log("2 events in flight (--max-events-per-plugin)", Duration::from_secs(5));
+    assert!(
+        request.upstream_headers().get_str("x-hello").is_none(),
+        "the plugin did not run"
+    );
+    host.wait_for_log(
+        "2 events in flight (--max-events-per-plugin)",
+        Duration::from_secs(5),
+    );
 
     // Finishing one event frees its place.
     let mut finish = SimRequest::new().header("host", "h");
     let mut reply = held[0].clone();
     while let StepData::Call { method, args, .. } = &reply.data {
         let result = kong_driver::PdkResponder::respond(&mut finish, method, args);
-        reply = kong.step(kong_driver::step_method_for(method), reply.event_id, result).await.unwrap();
+        reply = kong
+            .step(kong_driver::step_method_for(method), reply.event_id, result)
+            .await
+            .unwrap();
     }
     let mut request = SimRequest::new().header("host", "h");
-    assert!(matches!(run_event(&kong, id, "access", &mut request).await.unwrap().end, EventEnd::Ret));
+    assert!(matches!(
+        run_event(&kong, id, "access", &mut request)
+            .await
+            .unwrap()
+            .end,
+        EventEnd::Ret
+    ));
 }
 
 #[tokio::test]
@@ -112,7 +145,9 @@ async fn fail_open_plugins_let_requests_through_when_overloaded_or_failing() {
     let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
 
     let mut panicking = SimRequest::new().header("x-fault", "panic");
-    let outcome = run_event(&kong, id, "access", &mut panicking).await.unwrap();
+    let outcome = run_event(&kong, id, "access", &mut panicking)
+        .await
+        .unwrap();
     assert!(matches!(outcome.end, EventEnd::Ret), "{:?}", outcome.end);
     host.wait_for_log("access panicked on purpose", Duration::from_secs(5));
 
@@ -128,10 +163,21 @@ async fn start_instance_over_the_instance_limit_is_refused() {
     let kong = KongClient::new(host.socket("rust-hello"));
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(kong.start_instance("rust-hello", &format!(r#"{{"__seq__":{i}}}"#)).await.unwrap().id);
+        ids.push(
+            kong.start_instance("rust-hello", &format!(r#"{{"__seq__":{i}}}"#))
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let refused = kong.start_instance("rust-hello", "{}").await.unwrap_err();
-    assert!(refused.server_message().unwrap().contains("instance limit reached (3 live instance ids)"), "{refused}");
+    assert!(
+        refused
+            .server_message()
+            .unwrap()
+            .contains("instance limit reached (3 live instance ids)"),
+        "{refused}"
+    );
     kong.close_instance(ids[0]).await.unwrap();
     assert!(kong.start_instance("rust-hello", "{}").await.is_ok());
 }
@@ -149,5 +195,8 @@ fn fail_open_must_name_a_served_plugin() {
         "rust-nope",
     ]);
     assert_eq!(status.code(), Some(1));
-    assert!(stderr.contains("--fail-open rust-nope: this host serves no such plugin"), "{stderr}");
+    assert!(
+        stderr.contains("--fail-open rust-nope: this host serves no such plugin"),
+        "{stderr}"
+    );
 }
