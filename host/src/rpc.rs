@@ -113,13 +113,11 @@ pub fn parse(message: Value) -> Result<(MsgId, Request), RequestError> {
             Request::StartInstance { name, config }
         }
         "plugin.CloseInstance" => Request::CloseInstance {
-            instance_id: param
-                .as_i64()
+            instance_id: integer(Some(&param))
                 .ok_or_else(|| invalid(format!("{method}: the argument must be an instance id")))?,
         },
         "plugin.HandleEvent" => Request::HandleEvent {
-            instance_id: field(&param, "InstanceId")
-                .and_then(Value::as_i64)
+            instance_id: integer(field(&param, "InstanceId"))
                 .ok_or_else(|| invalid(format!("{method}: `InstanceId` must be an integer")))?,
             event_name: bytes(field(&param, "EventName"))
                 .ok_or_else(|| invalid(format!("{method}: `EventName` must be a string")))?,
@@ -190,13 +188,17 @@ fn take_field(map: Value, key: &str) -> Value {
     }
 }
 
-/// Event ids are integers, but Kong holds them as Lua doubles: accept an integral float.
-fn event_id(param: &Value) -> Option<u64> {
-    match field(param, "EventId")? {
-        Value::Integer(i) => i.as_u64(),
-        Value::F64(f) if f.fract() == 0.0 && *f >= 0.0 => Some(*f as u64),
+/// Ids are integers, but Kong holds them as Lua doubles: accept an integral float too.
+fn integer(value: Option<&Value>) -> Option<i64> {
+    match value? {
+        Value::Integer(i) => i.as_i64(),
+        Value::F64(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => Some(*f as i64),
         _ => None,
     }
+}
+
+fn event_id(param: &Value) -> Option<u64> {
+    integer(field(param, "EventId")).and_then(|id| u64::try_from(id).ok())
 }
 
 /// A `str` or `bin` as raw bytes: Kong's strings need not be UTF-8.

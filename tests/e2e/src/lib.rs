@@ -19,6 +19,10 @@ pub struct Artifacts {
     pub not_a_plugin: PathBuf,
     /// A plugin built against an edited copy of the plugin interface.
     pub changed_abi: PathBuf,
+    /// A plugin built with abi_stable 0.10.
+    pub old_abi_stable: PathBuf,
+    /// A plugin whose metadata panics when read.
+    pub bad_metadata: PathBuf,
 }
 
 fn workspace_root() -> PathBuf {
@@ -59,15 +63,20 @@ pub fn artifacts() -> &'static Artifacts {
             "fixture-faulty",
             "-p",
             "fixture-not-a-plugin",
+            "-p",
+            "fixture-bad-metadata",
         ]);
         let target = target_dir();
-        let fixture = workspace_root().join("tests/fixtures/changed-abi/Cargo.toml");
-        cargo_build(&[
-            "--manifest-path",
-            fixture.to_str().unwrap(),
-            "--target-dir",
-            target.to_str().unwrap(),
-        ]);
+        // Fixtures outside the workspace: each depends on something the workspace must not.
+        for fixture in ["changed-abi", "old-abi-stable"] {
+            let manifest = workspace_root().join(format!("tests/fixtures/{fixture}/Cargo.toml"));
+            cargo_build(&[
+                "--manifest-path",
+                manifest.to_str().unwrap(),
+                "--target-dir",
+                target.to_str().unwrap(),
+            ]);
+        }
         let debug = target.join("debug");
         Artifacts {
             host: debug.join("kong-rust-host"),
@@ -76,6 +85,8 @@ pub fn artifacts() -> &'static Artifacts {
             faulty: debug.join("libfixture_faulty.so"),
             not_a_plugin: debug.join("libfixture_not_a_plugin.so"),
             changed_abi: debug.join("libkong_rust_pdk.so"),
+            old_abi_stable: debug.join("libfixture_old_abi_stable.so"),
+            bad_metadata: debug.join("libfixture_bad_metadata.so"),
         }
     })
 }

@@ -197,6 +197,8 @@ fn bad_files_are_refused_one_line_each_naming_file_and_reason() {
         (&a.not_a_plugin, "not-a-plugin.so"),
         (&a.changed_abi, "changed-abi.so"),
         (&a.hello, "second-hello.so"),
+        (&a.old_abi_stable, "old-abi-stable.so"),
+        (&a.bad_metadata, "bad-metadata.so"),
     ]);
     std::fs::write(dir.path().join("text.so"), "this is not ELF").unwrap();
     let (status, stdout, stderr) = run_host(&[
@@ -226,6 +228,20 @@ fn bad_files_are_refused_one_line_each_naming_file_and_reason() {
     );
     assert!(line("text.so").contains("not a loadable shared library"));
     assert!(line("second-hello.so").contains("duplicate plugin name \"rust-hello\""));
+    let old = line("old-abi-stable.so");
+    assert!(
+        old.contains("built with abi_stable 0.10, incompatible with this host's abi_stable 0.11"),
+        "{old}"
+    );
+    let metadata = line("bad-metadata.so");
+    assert!(
+        metadata.contains("reading the plugin's metadata panicked"),
+        "{metadata}"
+    );
+    assert!(
+        metadata.contains("schema panicked on purpose"),
+        "{metadata}"
+    );
 }
 
 #[test]

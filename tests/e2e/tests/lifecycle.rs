@@ -140,3 +140,88 @@ fn a_plugins_dir_with_nothing_loadable_is_an_error_exit() {
         "{stderr}"
     );
 }
+
+/// One emulated nginx worker under load, reacting to errors as Kong does: "no plugin instance"
+/// drops its cached id (the next event starts a new instance), a refused connection fails the
+/// request. Runs until it has `wanted` successful events after `restarted` is set.
+async fn kong_worker(
+    kong: KongClient,
+    restarted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    wanted: usize,
+) -> (Vec<i64>, usize, usize) {
+    use std::sync::atomic::Ordering;
+    let (mut ids, mut no_instance, mut after) = (Vec::new(), 0, 0);
+    let mut cached: Option<i64> = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while after < wanted {
+        assert!(std::time::Instant::now() < deadline, "worker stalled");
+        let id = match cached {
+            Some(id) => id,
+            None => match kong
+                .start_instance("rust-hello", r#"{"message":"load"}"#)
+                .await
+            {
+                Ok(reply) => {
+                    ids.push(reply.id);
+                    cached = Some(reply.id);
+                    reply.id
+                }
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let mut request = SimRequest::new().header("host", "h");
+        match kong_driver::run_event(&kong, id, "access", &mut request).await {
+            Ok(_) if restarted.load(Ordering::Acquire) => after += 1,
+            Ok(_) => {}
+            Err(error) if error.is_no_plugin_instance() => {
+                no_instance += 1;
+                cached = None;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    (ids, no_instance, after)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_under_load_then_restart_kong_carries_on_with_new_ids() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    let setup = hello();
+    let host = setup.start(&[]);
+    let socket = host.socket("rust-hello");
+    let restarted = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            tokio::spawn(kong_worker(
+                KongClient::new(&socket),
+                Arc::clone(&restarted),
+                50,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let old_pid = host.pid();
+    host.stop_with(libc::SIGKILL);
+    // The stale socket file is still there; the new process replaces it.
+    assert!(socket.exists());
+    let host = setup.start(&[]);
+    assert_ne!(host.pid(), old_pid);
+    restarted.store(true, std::sync::atomic::Ordering::Release);
+
+    let mut all_ids = std::collections::HashSet::new();
+    let mut saw_no_instance = 0;
+    for worker in workers {
+        let (ids, no_instance, after) = worker.await.unwrap();
+        assert_eq!(after, 50);
+        saw_no_instance += no_instance;
+        for id in ids {
+            assert!(all_ids.insert(id), "instance id {id} handed out twice");
+        }
+    }
+    // Workers that held an id from the killed host were told to start over.
+    assert!(saw_no_instance > 0);
+    drop(host);
+}

@@ -244,3 +244,113 @@ async fn deep_nesting_is_refused() {
     host.wait_for_log("nests deeper than", Duration::from_secs(5));
     assert_still_serving(&host).await;
 }
+
+/// `[0, msgid, method, [param]]` from rmpv values, for shapes the Kong driver never produces.
+fn request_bytes(msgid: u8, method: &str, param: Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let message = Value::Array(vec![
+        Value::from(0),
+        Value::from(msgid),
+        Value::from(method),
+        Value::Array(vec![param]),
+    ]);
+    rmpv::encode::write_value(&mut bytes, &message).unwrap();
+    bytes
+}
+
+/// A msgpack str whose bytes are not UTF-8 (Kong sends such header values as they are).
+fn invalid_utf8_str(bytes: &[u8]) -> Value {
+    let mut encoded = vec![0xa0 | bytes.len() as u8];
+    encoded.extend(bytes);
+    rmpv::decode::read_value(&mut &encoded[..]).unwrap()
+}
+
+#[tokio::test]
+async fn strings_that_are_not_utf8_are_handled_as_bytes() {
+    let setup = setup();
+    let host = setup.start(&[]);
+    let mut conn = connect(&host).await;
+    let kong = KongClient::new(host.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+
+    let event = Value::Map(vec![
+        (Value::from("InstanceId"), Value::from(id)),
+        (Value::from("EventName"), invalid_utf8_str(b"acc\xffess")),
+    ]);
+    conn.send(&request_bytes(1, "plugin.HandleEvent", event))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(&mut conn).await.1[2].as_str(),
+        Some("unknown event name \"acc\u{fffd}ess\"")
+    );
+
+    let start = Value::Map(vec![
+        (Value::from("Name"), invalid_utf8_str(b"rust-\xfe")),
+        (Value::from("Config"), Value::from("{}")),
+    ]);
+    conn.send(&request_bytes(2, "plugin.StartInstance", start))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(&mut conn).await.1[2].as_str(),
+        Some("this socket serves plugin rust-hello, not rust-\u{fffd}")
+    );
+
+    // A header value that is not UTF-8 reaches the plugin with U+FFFD, not as an error.
+    let mut request = kong_driver::SimRequest::new().header("host", b"h\xff");
+    let outcome = kong_driver::run_event(&kong, id, "access", &mut request)
+        .await
+        .unwrap();
+    assert!(matches!(outcome.end, kong_driver::EventEnd::Ret));
+    assert_eq!(
+        request.upstream_headers().get("x-hello-host"),
+        Some("h\u{fffd}".as_bytes())
+    );
+}
+
+#[tokio::test]
+async fn integral_floats_are_accepted_where_kong_sends_integers() {
+    let setup = setup();
+    let host = setup.start(&[]);
+    let kong = KongClient::new(host.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let mut conn = connect(&host).await;
+    // Lua numbers are doubles: an id could arrive as 7.0 from another client library.
+    let event = Value::Map(vec![
+        (Value::from("InstanceId"), Value::F64(id as f64)),
+        (Value::from("EventName"), Value::from("access")),
+    ]);
+    conn.send(&request_bytes(1, "plugin.HandleEvent", event))
+        .await
+        .unwrap();
+    let (_, first) = reply(&mut conn).await;
+    assert_eq!(
+        first[3]["Data"]["Method"].as_str(),
+        Some("kong.request.get_header")
+    );
+    let event_id = first[3]["EventId"].as_u64().unwrap();
+    let step = Value::Map(vec![
+        (Value::from("EventId"), Value::F64(event_id as f64)),
+        (Value::from("Data"), Value::from("h")),
+    ]);
+    conn.send(&request_bytes(2, "plugin.Step", step))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(&mut conn).await.1[3]["Data"]["Method"].as_str(),
+        Some("kong.service.request.set_header")
+    );
+    // A fractional id is not an id.
+    let bad = Value::Map(vec![
+        (Value::from("InstanceId"), Value::F64(1.5)),
+        (Value::from("EventName"), Value::from("access")),
+    ]);
+    conn.send(&request_bytes(3, "plugin.HandleEvent", bad))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply(&mut conn).await.1[2].as_str(),
+        Some("plugin.HandleEvent: `InstanceId` must be an integer")
+    );
+}
