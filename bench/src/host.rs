@@ -17,9 +17,15 @@ pub struct Host {
 }
 
 impl Host {
-    /// Copies `plugin` into a fresh plugins dir, starts `bin serve` on it and waits until the
-    /// `rust-bench` socket exists. The host's stderr stays ours, so its warnings are visible.
-    pub fn start(bin: &Path, plugin: &Path) -> Result<Host, String> {
+    /// Copies `plugins` into a fresh plugins dir, starts `bin serve` on it with `extra_args` and
+    /// waits until the socket of plugin `wait_for` exists. The host's stderr stays ours, so its
+    /// warnings are visible.
+    pub fn start(
+        bin: &Path,
+        plugins_to_serve: &[&Path],
+        extra_args: &[&str],
+        wait_for: &str,
+    ) -> Result<Host, String> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -33,18 +39,21 @@ impl Host {
         // Constructed before anything can fail, so the dir is removed on every error path.
         let mut host = Host {
             child: None,
-            socket: sockets.join("rust-bench.socket"),
+            socket: sockets.join(format!("{wait_for}.socket")),
             dir,
         };
-        let file_name = plugin.file_name().ok_or("--plugin has no file name")?;
-        std::fs::copy(plugin, plugins.join(file_name))
-            .map_err(|e| format!("copy {}: {e}", plugin.display()))?;
+        for plugin in plugins_to_serve {
+            let file_name = plugin.file_name().ok_or("a plugin path has no file name")?;
+            std::fs::copy(plugin, plugins.join(file_name))
+                .map_err(|e| format!("copy {}: {e}", plugin.display()))?;
+        }
         let child = Command::new(bin)
             .arg("serve")
             .arg("--plugins-dir")
             .arg(&plugins)
             .arg("--socket-dir")
             .arg(&sockets)
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -66,9 +75,14 @@ impl Host {
         Ok(host)
     }
 
-    /// The socket serving `rust-bench`.
+    /// The socket of the plugin named at start.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The socket of any served plugin.
+    pub fn socket_of(&self, plugin: &str) -> PathBuf {
+        self.dir.join("sockets").join(format!("{plugin}.socket"))
     }
 
     fn pid(&self) -> u32 {
@@ -92,8 +106,17 @@ impl Host {
 
     /// The host's peak resident set size in KiB (`VmHWM` of `/proc/<pid>/status`).
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// The host's current resident set size in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+        let line = status.lines().find_map(|l| l.strip_prefix(field))?;
         line.trim().trim_end_matches("kB").trim().parse().ok()
     }
 

@@ -4,9 +4,6 @@
 //! sends them. It reports throughput, latency, PDK round trips and, when it started the host
 //! itself, the host's CPU time per event and peak RSS.
 
-mod host;
-mod load;
-
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,8 +12,11 @@ use clap::Parser;
 use kong_driver::KongClient;
 use serde_json::json;
 
-use host::Host;
-use load::{Budget, Sample};
+use kong_rust_bench::{
+    host::Host,
+    load::{self, Budget, Sample},
+    workspace_path,
+};
 
 /// The plugin the bench drives.
 const PLUGIN: &str = "rust-bench";
@@ -69,15 +69,6 @@ impl Cli {
             Some(n) => Budget::events(n),
             None => Budget::duration(self.duration),
         }
-    }
-}
-
-/// A path under the workspace root this binary was built from, or under the current dir when
-/// that tree is gone (e.g. the binary was copied elsewhere).
-fn workspace_path(rel: &str) -> PathBuf {
-    match Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
-        Some(root) if root.join("Cargo.toml").exists() => root.join(rel),
-        _ => PathBuf::from(rel),
     }
 }
 
@@ -141,7 +132,7 @@ fn run(cli: &Cli) -> Result<bool, String> {
     let (host, socket) = match &cli.socket {
         Some(socket) => (None, socket.clone()),
         None => {
-            let host = Host::start(&cli.host_bin, &cli.plugin)?;
+            let host = Host::start(&cli.host_bin, &[&cli.plugin], &[], PLUGIN)?;
             let socket = host.socket().to_path_buf();
             (Some(host), socket)
         }

@@ -21,6 +21,14 @@ use std::{
 };
 use tokio::sync::oneshot;
 
+/// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
+/// (Kong 3.0–3.8 single-entry setups, where StartInstance's `Name` picks the plugin).
+#[derive(Clone, Debug)]
+pub enum Serves {
+    One(Arc<str>),
+    All,
+}
+
 pub enum Outcome {
     Reply(Vec<u8>),
     /// The input cannot be answered (no request id): close the connection, log the reason.
@@ -97,7 +105,7 @@ impl Dispatcher {
     }
 
     /// Answers one complete MessagePack message.
-    pub async fn dispatch(&self, served: &str, message: Value) -> Outcome {
+    pub async fn dispatch(&self, serves: &Serves, message: Value) -> Outcome {
         let (msgid, request) = match rpc::parse(message) {
             Ok(parsed) => parsed,
             Err(RequestError::Unanswerable(reason)) => return Outcome::Close(reason),
@@ -108,7 +116,7 @@ impl Dispatcher {
         };
         let reply = match request {
             Request::StartInstance { name, config } => {
-                self.start_instance(served, &name, config).await.map(|id| {
+                self.start_instance(serves, &name, config).await.map(|id| {
                     let result = Value::Map(vec![
                         (Value::from("Id"), Value::from(id)),
                         (
@@ -144,16 +152,18 @@ impl Dispatcher {
         Outcome::Reply(reply.unwrap_or_else(|error| rpc::error_reply(msgid, &error)))
     }
 
-    /// `served`: the plugin whose socket the request came in on.
+    /// `serves`: what the socket the request came in on serves.
     async fn start_instance(
         &self,
-        served: &str,
+        serves: &Serves,
         name: &[u8],
         config: Vec<u8>,
     ) -> Result<i64, String> {
         let name = String::from_utf8_lossy(name);
-        if served != name {
-            return Err(format!("this socket serves plugin {served}, not {name}"));
+        if let Serves::One(served) = serves {
+            if **served != *name {
+                return Err(format!("this socket serves plugin {served}, not {name}"));
+            }
         }
         let plugin = self
             .plugins

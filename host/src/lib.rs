@@ -6,6 +6,7 @@
 //! our replies); [`dispatch`] answers each request, keeping plugin instances in [`instances`] and
 //! running phase handlers as [`events`] on [`executor`] threads.
 
+pub mod client;
 pub mod dispatch;
 pub mod dump;
 pub mod events;

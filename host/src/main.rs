@@ -17,12 +17,29 @@ struct Cli {
     /// More log detail: -v debug, -vv trace (RUST_LOG overrides).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// `text`: one readable line per event; `json`: one JSON object per line, for log shippers.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Print the running host's status (instances, events in flight) as JSON.
+    Status {
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+        /// The socket to ask (default: the first in the dir); any socket of the host answers.
+        #[arg(long, value_name = "NAME")]
+        socket: Option<String>,
+    },
     /// Load every plugin in the plugins dir and serve each on <socket-dir>/<name>.socket.
     Serve(ServeArgs),
     /// Print the query-command JSON Kong reads (only JSON goes to stdout).
@@ -47,14 +64,19 @@ enum Command {
         /// Path of this binary as Kong should run it (default: this executable).
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// Kong 3.0–3.8 only: one pluginserver_names entry NAME, one process and one socket
+        /// for every plugin (`serve --single-socket`, `dump --all`).
+        #[arg(long, value_name = "NAME")]
+        single_socket: Option<String>,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Status { socket_dir, socket } => status(&socket_dir, socket.as_deref()),
         Command::Dump {
             name,
             all: _,
@@ -64,8 +86,15 @@ fn main() -> ExitCode {
             plugins_dir,
             socket_dir,
             kong_version,
+            single_socket,
             binary,
-        } => kong_conf(&plugins_dir, &socket_dir, kong_version, binary),
+        } => kong_conf(
+            &plugins_dir,
+            &socket_dir,
+            kong_version,
+            binary,
+            single_socket.as_deref(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,7 +106,7 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr (Kong captures it; stdout is reserved for `dump`'s JSON).
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -85,12 +114,15 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 #[derive(clap::Args)]
@@ -102,6 +134,10 @@ struct ServeArgs {
     /// Serve only these plugins (repeatable); the Kong 3.4 layout runs one process per plugin.
     #[arg(long = "only", value_name = "NAME")]
     only: Vec<String>,
+    /// Serve every plugin on one socket, <socket-dir>/<NAME>.socket, instead of one socket per
+    /// plugin: Kong 3.0–3.8 with a single pluginserver_names entry and `dump --all`.
+    #[arg(long, value_name = "NAME")]
+    single_socket: Option<String>,
     /// Permission bits of the socket files, in octal. Kong's nginx workers must be able to
     /// connect: run the host as Kong's user or give the sockets Kong's group.
     #[arg(long, default_value = "0660", value_parser = parse_mode)]
@@ -198,8 +234,20 @@ fn serve(options: ServeArgs) -> Result<(), String> {
             mode: options.socket_mode,
             group: options.socket_group,
         };
-        let listeners =
-            server::bind(&options.socket_dir, &names, access).map_err(|error| error.to_string())?;
+        let sockets: Vec<(String, dispatch::Serves)> = match &options.single_socket {
+            Some(name) => vec![(name.clone(), dispatch::Serves::All)],
+            None => names
+                .iter()
+                .map(|name| {
+                    (
+                        name.clone(),
+                        dispatch::Serves::One(Arc::from(name.as_str())),
+                    )
+                })
+                .collect(),
+        };
+        let listeners = server::bind(&options.socket_dir, &sockets, access)
+            .map_err(|error| error.to_string())?;
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
             plugins,
             instances::Instances::new(ids::InstanceIds::new(
@@ -330,7 +378,14 @@ fn kong_conf(
     socket_dir: &Path,
     version: kong_conf::KongVersion,
     binary: Option<PathBuf>,
+    single_socket: Option<&str>,
 ) -> Result<(), String> {
+    if single_socket.is_some() && version == kong_conf::KongVersion::V3_9 {
+        return Err(
+            "--single-socket is for Kong 3.0–3.8: Kong 3.9+ registers only the first plugin of an entry"
+                .into(),
+        );
+    }
     let plugins = load_plugins(plugins_dir)?;
     let binary = match binary {
         Some(binary) => binary,
@@ -343,11 +398,42 @@ fn kong_conf(
         "{}",
         kong_conf::render(
             version,
+            single_socket,
             &names,
             &absolute(&binary),
             &absolute(plugins_dir),
             &absolute(socket_dir)
         )
+    );
+    Ok(())
+}
+
+/// Asks the running host for `plugin.GetStatus` on one of its sockets.
+fn status(socket_dir: &Path, socket: Option<&str>) -> Result<(), String> {
+    let path = match socket {
+        Some(name) => socket_dir.join(format!("{name}.socket")),
+        None => {
+            let mut sockets: Vec<PathBuf> = std::fs::read_dir(socket_dir)
+                .map_err(|error| format!("cannot read {}: {error}", socket_dir.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| path.extension().is_some_and(|ext| ext == "socket"))
+                .collect();
+            sockets.sort();
+            sockets.into_iter().next().ok_or_else(|| {
+                format!(
+                    "no socket in {}: is the host running?",
+                    socket_dir.display()
+                )
+            })?
+        }
+    };
+    let reply = kong_rust_host::client::call(&path, "plugin.GetStatus", rmpv::Value::Nil)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    let json: serde_json::Value = rmpv::ext::from_value(reply)
+        .map_err(|error| format!("unexpected status reply: {error}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).expect("JSON values serialize")
     );
     Ok(())
 }

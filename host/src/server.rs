@@ -1,7 +1,7 @@
 //! Sockets: one listener per plugin, one task per connection, graceful shutdown.
 
 use crate::{
-    dispatch::{Dispatcher, Outcome},
+    dispatch::{Dispatcher, Outcome, Serves},
     frame::Scanner,
     rpc,
     throttle::Throttle,
@@ -29,10 +29,10 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// A bound socket and the plugin it serves.
+/// A bound socket and what it serves.
 pub struct Listener {
     pub path: PathBuf,
-    pub plugin: Arc<str>,
+    pub serves: Serves,
     listener: UnixListener,
 }
 
@@ -45,15 +45,16 @@ pub struct SocketAccess {
     pub group: Option<libc::gid_t>,
 }
 
-/// Binds `<socket_dir>/<name>.socket` for each plugin, replacing stale socket files.
+/// Binds `<socket_dir>/<name>.socket` for each (name, what it serves), replacing stale socket
+/// files.
 pub fn bind(
     socket_dir: &Path,
-    names: &[String],
+    sockets: &[(String, Serves)],
     access: SocketAccess,
 ) -> io::Result<Vec<Listener>> {
-    names
+    sockets
         .iter()
-        .map(|name| {
+        .map(|(name, serves)| {
             let path = socket_dir.join(format!("{name}.socket"));
             remove_stale(&path)?;
             let listener = bind_restricted(&path, access).map_err(|error| {
@@ -64,7 +65,7 @@ pub fn bind(
             })?;
             Ok(Listener {
                 path,
-                plugin: Arc::from(name.as_str()),
+                serves: serves.clone(),
                 listener,
             })
         })
@@ -117,7 +118,7 @@ pub async fn run(
     let paths: Vec<PathBuf> = listeners.iter().map(|l| l.path.clone()).collect();
     for Listener {
         path,
-        plugin,
+        serves,
         listener,
     } in listeners
     {
@@ -131,9 +132,9 @@ pub async fn run(
                             drop(stream);
                             continue;
                         };
-                        let (dispatcher, plugin) = (Arc::clone(&dispatcher), Arc::clone(&plugin));
+                        let (dispatcher, serves) = (Arc::clone(&dispatcher), serves.clone());
                         tokio::spawn(async move {
-                            serve_connection(stream, dispatcher, plugin, limits).await;
+                            serve_connection(stream, dispatcher, serves, limits).await;
                             drop(slot);
                         });
                     }
@@ -220,7 +221,7 @@ async fn reap(dispatcher: Arc<Dispatcher>) {
 async fn serve_connection(
     mut stream: UnixStream,
     dispatcher: Arc<Dispatcher>,
-    plugin: Arc<str>,
+    serves: Serves,
     limits: Limits,
 ) {
     if let Err(error) = stream
@@ -250,7 +251,7 @@ async fn serve_connection(
                 }
             };
             buffer.drain(..len);
-            let reply = match dispatcher.dispatch(&plugin, message).await {
+            let reply = match dispatcher.dispatch(&serves, message).await {
                 Outcome::Reply(reply) => reply,
                 Outcome::Close(reason) => {
                     tracing::warn!("closing a connection: {reason}");

@@ -1,0 +1,54 @@
+//! A minimal blocking client of the host's own protocol, for the CLI's `status` command.
+
+use crate::frame::Scanner;
+use rmpv::Value;
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+    time::Duration,
+};
+
+/// Sends `[0, 1, method, [param]]` and returns the result, skipping notifications.
+pub fn call(socket: &Path, method: &str, param: Value) -> Result<Value, String> {
+    let mut stream =
+        UnixStream::connect(socket).map_err(|error| format!("cannot connect: {error}"))?;
+    let timeout = Some(Duration::from_secs(10));
+    stream
+        .set_read_timeout(timeout)
+        .map_err(|e| e.to_string())?;
+    let mut request = Vec::new();
+    let message = Value::Array(vec![
+        Value::from(0),
+        Value::from(1),
+        Value::from(method),
+        Value::Array(vec![param]),
+    ]);
+    rmpv::encode::write_value(&mut request, &message).expect("Vec write");
+    stream
+        .write_all(&request)
+        .map_err(|error| format!("cannot send: {error}"))?;
+
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut scanner = Scanner::new(64 << 20, 128);
+    loop {
+        while let Some(len) = scanner.scan(&buffer).map_err(|error| error.to_string())? {
+            let reply = rmpv::decode::read_value(&mut &buffer[..len]).map_err(|e| e.to_string())?;
+            buffer.drain(..len);
+            match reply.as_array().map(Vec::as_slice) {
+                Some([kind, ..]) if kind.as_u64() == Some(2) => continue,
+                Some([_, _, Value::Nil, result]) => return Ok(result.clone()),
+                Some([_, _, error, _]) => return Err(format!("the host answered: {error}")),
+                _ => return Err(format!("not a reply: {reply}")),
+            }
+        }
+        let read = stream
+            .read(&mut chunk)
+            .map_err(|error| format!("cannot read: {error}"))?;
+        if read == 0 {
+            return Err("the host closed the connection".into());
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
