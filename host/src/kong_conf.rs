@@ -8,7 +8,8 @@ pub enum KongVersion {
     #[value(name = "3.9")]
     V3_9,
     /// Kong 3.1–3.8 (3.4 LTS): Kong marks an entry ready only if it starts the process itself,
-    /// so every entry gets a start command serving just its own plugin.
+    /// so every entry gets the same start command: the first process to lock the socket dir
+    /// serves every plugin, the others stand by to take over.
     #[value(name = "3.4")]
     V3_4,
 }
@@ -53,9 +54,7 @@ pub fn render(
                 out.push_str(&format!("pluginserver_{key}_start_cmd = {serve}\n"))
             }
             KongVersion::V3_9 => {}
-            KongVersion::V3_4 => out.push_str(&format!(
-                "pluginserver_{key}_start_cmd = {serve} --only {name}\n"
-            )),
+            KongVersion::V3_4 => out.push_str(&format!("pluginserver_{key}_start_cmd = {serve}\n")),
         }
         out.push_str(&format!(
             "pluginserver_{key}_query_cmd = {binary} dump {name} --plugins-dir {plugins_dir}\n"

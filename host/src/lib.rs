@@ -16,6 +16,7 @@ pub mod ids;
 pub mod instances;
 pub mod kong_conf;
 pub mod loader;
+pub mod lock;
 pub mod rpc;
 pub mod server;
 mod sharded;

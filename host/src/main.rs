@@ -1,7 +1,9 @@
 //! `kong-rust-host`: serves Rust plugins (`.so` files) to Kong Gateway over Kong's external
 //! plugin protocol (MsgPack:1), one Unix socket per plugin.
 
-use kong_rust_host::{dispatch, dump, events, executor, ids, instances, kong_conf, loader, server};
+use kong_rust_host::{
+    dispatch, dump, events, executor, ids, instances, kong_conf, loader, lock, server,
+};
 
 use clap::{Parser, Subcommand};
 use std::{
@@ -131,7 +133,8 @@ struct ServeArgs {
     plugins_dir: PathBuf,
     #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
     socket_dir: PathBuf,
-    /// Serve only these plugins (repeatable); the Kong 3.4 layout runs one process per plugin.
+    /// Serve only these plugins (repeatable). One host serves a socket dir: processes serving
+    /// different subsets need different socket dirs.
     #[arg(long = "only", value_name = "NAME")]
     only: Vec<String>,
     /// Serve every plugin on one socket, <socket-dir>/<NAME>.socket, instead of one socket per
@@ -196,6 +199,14 @@ fn parse_group(text: &str) -> Result<libc::gid_t, String> {
 }
 
 fn serve(options: ServeArgs) -> Result<(), String> {
+    // Plugins are loaded only once this process serves: a standby picks up the dir as it is
+    // when it takes over.
+    let _serving = lock::acquire(&options.socket_dir).map_err(|error| {
+        format!(
+            "cannot lock socket dir {}: {error}",
+            options.socket_dir.display()
+        )
+    })?;
     let mut plugins = load_plugins(&options.plugins_dir)?;
     if !options.only.is_empty() {
         for wanted in &options.only {

@@ -144,6 +144,11 @@ impl Setup {
     pub fn start(&self, extra_args: &[&str]) -> Host {
         Host::start(self.plugins.path(), self.sockets.path(), extra_args)
     }
+
+    /// Starts a host on these dirs without waiting for it to serve (a standby).
+    pub fn spawn(&self, extra_args: &[&str]) -> Host {
+        Host::spawn(self.plugins.path(), self.sockets.path(), extra_args)
+    }
 }
 
 /// A running `kong-rust-host serve`.
@@ -156,6 +161,13 @@ pub struct Host {
 impl Host {
     /// Starts the host and waits until it logs that it is ready.
     pub fn start(plugins_dir: &Path, socket_dir: &Path, extra_args: &[&str]) -> Host {
+        let host = Host::spawn(plugins_dir, socket_dir, extra_args);
+        host.wait_for_log("ready: serving", Duration::from_secs(20));
+        host
+    }
+
+    /// Starts the host without waiting for anything.
+    pub fn spawn(plugins_dir: &Path, socket_dir: &Path, extra_args: &[&str]) -> Host {
         let mut child = Command::new(&artifacts().host)
             .arg("serve")
             .arg("--plugins-dir")
@@ -176,13 +188,11 @@ impl Host {
                 sink.lock().unwrap().push(line);
             }
         });
-        let host = Host {
+        Host {
             child: Some(child),
             socket_dir: socket_dir.to_path_buf(),
             log,
-        };
-        host.wait_for_log("ready: serving", Duration::from_secs(20));
-        host
+        }
     }
 
     pub fn socket(&self, plugin: &str) -> PathBuf {

@@ -272,9 +272,12 @@ fn kong_conf_gives_every_plugin_its_own_entry() {
     assert_eq!(stdout.matches("_start_cmd = ").count(), 1);
 
     let (_, stdout_34, _) = run_host(&[&args[..], &["--kong-version", "3.4"]].concat());
-    // 3.4 marks only Kong-started entries ready: every entry starts its own plugin.
-    assert!(stdout_34
-        .contains("pluginserver_rust_hello_start_cmd = /usr/local/bin/kong-rust-host serve"));
-    assert!(stdout_34.contains("--only rust-hello\n"));
-    assert!(stdout_34.contains("--only rust-bench\n"));
+    // 3.4 marks only Kong-started entries ready: every entry gets the same start command (one
+    // process serves, the others stand by).
+    let serve = format!(
+        "/usr/local/bin/kong-rust-host serve --plugins-dir {} --socket-dir /run/kong\n",
+        dir.path().display()
+    );
+    assert!(stdout_34.contains(&format!("pluginserver_rust_hello_start_cmd = {serve}")));
+    assert!(stdout_34.contains(&format!("pluginserver_rust_bench_start_cmd = {serve}")));
 }

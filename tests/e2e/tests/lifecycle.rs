@@ -225,3 +225,46 @@ async fn kill_9_under_load_then_restart_kong_carries_on_with_new_ids() {
     assert!(saw_no_instance > 0);
     drop(host);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_takes_over_within_a_second_when_the_serving_host_dies_under_load() {
+    use std::sync::{atomic::AtomicBool, Arc};
+    let setup = hello();
+    let serving = setup.start(&[]);
+    // Kong 3.4 starts the same command once per entry: the second process stands by.
+    let standby = setup.spawn(&[]);
+    standby.wait_for_log(
+        &format!("pid {} serves", serving.pid()),
+        Duration::from_secs(10),
+    );
+    assert!(!standby.log().contains("ready: serving"));
+
+    let socket = serving.socket("rust-hello");
+    let restarted = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(kong_worker(
+                KongClient::new(&socket),
+                Arc::clone(&restarted),
+                30,
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = std::time::Instant::now();
+    serving.stop_with(libc::SIGKILL);
+    standby.wait_for_log("ready: serving", Duration::from_secs(5));
+    let took_over = killed.elapsed();
+    assert!(took_over < Duration::from_secs(1), "took {took_over:?}");
+    restarted.store(true, std::sync::atomic::Ordering::Release);
+
+    let mut ids = std::collections::HashSet::new();
+    for worker in workers {
+        let (worker_ids, _, after) = worker.await.unwrap();
+        assert_eq!(after, 30);
+        for id in worker_ids {
+            assert!(ids.insert(id), "instance id {id} reused after the takeover");
+        }
+    }
+    assert!(standby.log().contains("taking over"));
+}

@@ -1,0 +1,66 @@
+//! One serving host per socket dir.
+//!
+//! Kong 3.1–3.4 marks a plugin-server entry ready only if Kong starts it itself, so every entry
+//! gets a start command and Kong runs (and respawns) all of them. With the same command for
+//! every entry, the first process to lock the socket dir serves every plugin; the others stand
+//! by, blocked on the lock, and the kernel hands it to one of them the moment the serving
+//! process dies, however it dies: that one binds the sockets again and serves.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Read, Seek, Write},
+    os::fd::AsRawFd,
+    path::Path,
+};
+
+/// Held for the life of the serving process; the kernel releases it when the process exits.
+pub struct ServingLock {
+    _file: File,
+}
+
+/// Takes the socket dir's serving lock, waiting (standing by) while another process holds it.
+pub fn acquire(socket_dir: &Path) -> io::Result<ServingLock> {
+    let path = socket_dir.join(".kong-rust-host.lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    if !flock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
+        let mut holder = String::new();
+        file.read_to_string(&mut holder)?;
+        tracing::info!(
+            "pid {} serves {}: standing by to take over if it exits",
+            holder.trim(),
+            socket_dir.display()
+        );
+        flock(&file, libc::LOCK_EX)?;
+        tracing::info!(
+            "pid {} is gone: taking over {}",
+            holder.trim(),
+            socket_dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    file.flush()?;
+    Ok(ServingLock { _file: file })
+}
+
+/// `flock(2)`; `Ok(false)` when a non-blocking attempt finds the lock taken.
+fn flock(file: &File, operation: i32) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock on a descriptor `file` owns.
+        if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+            return Ok(true);
+        }
+        let error = io::Error::last_os_error();
+        match error.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(error),
+        }
+    }
+}
