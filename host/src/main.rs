@@ -1,6 +1,8 @@
 //! `kong-rust-host`: serves Rust plugins (`.so` files) to Kong Gateway over Kong's external
 //! plugin protocol (MsgPack:1), one Unix socket per plugin.
 
+mod plugin_entry;
+
 use kong_rust_host::{
     dispatch, dump, events, executor, ids, instances, kong_conf, loader, lock, server,
 };
@@ -74,7 +76,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match plugin_entry::rewrite(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("kong-rust-host: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     init_logging(cli.verbose, cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve(args),

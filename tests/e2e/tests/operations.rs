@@ -146,3 +146,68 @@ async fn status_prints_the_running_hosts_instances() {
         "{stderr}"
     );
 }
+
+/// `/usr/local/bin/<plugin-name>` as Kong 3.9's defaults expect it: a symlink to the host.
+fn plugin_symlink(dir: &std::path::Path, plugin: &str) -> std::path::PathBuf {
+    let link = dir.join(plugin);
+    std::os::unix::fs::symlink(&artifacts().host, &link).unwrap();
+    link
+}
+
+#[test]
+fn a_plugin_named_symlink_is_that_plugins_kong_3_9_entry() {
+    let setup = both();
+    let bin = e2e::TempDir::new("bin");
+    let link = plugin_symlink(bin.path(), "rust-bench");
+    // The config file, since Kong strips most environment variables from its start commands.
+    let config = bin.path().join("kong-rust-host.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "# kong-rust-host\nplugins_dir = {}\nsocket_dir = {}\n",
+            setup.plugins.path().display(),
+            setup.sockets.path().display()
+        ),
+    )
+    .unwrap();
+
+    let dump = std::process::Command::new(&link)
+        .arg("-dump")
+        .env("KONG_RUST_HOST_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+    assert_eq!(json["Plugins"][0]["Name"], "rust-bench");
+    assert_eq!(json["Plugins"].as_array().unwrap().len(), 1);
+
+    // Started with no arguments, it serves every plugin of the dir on the sockets Kong expects.
+    let mut serving = std::process::Command::new(&link)
+        .env("KONG_RUST_HOST_CONFIG", &config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let socket = setup.sockets.path().join("rust-bench.socket");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(setup.sockets.path().join("rust-hello.socket").exists());
+    unsafe { libc::kill(serving.id() as i32, libc::SIGTERM) };
+    assert!(serving.wait().unwrap().success());
+
+    let unconfigured = std::process::Command::new(&link)
+        .arg("-dump")
+        .env("KONG_RUST_HOST_CONFIG", bin.path().join("missing.conf"))
+        .env_remove("KONG_RUST_PLUGINS_DIR")
+        .output()
+        .unwrap();
+    assert!(!unconfigured.status.success());
+    assert!(String::from_utf8_lossy(&unconfigured.stderr)
+        .contains("the Kong entry of plugin rust-bench: set plugins_dir"));
+}
