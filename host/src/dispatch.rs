@@ -6,6 +6,7 @@ use crate::{
     ids::EventIds,
     instances::Instances,
     loader::LoadedPlugin,
+    metrics::{self, Ending, PluginStats},
     rpc::{self, MsgId, Request, RequestError, StepData},
     throttle::Throttle,
 };
@@ -17,7 +18,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 use tokio::sync::oneshot;
 
@@ -52,6 +53,7 @@ struct Served {
     in_flight: Arc<AtomicUsize>,
     fail_open: bool,
     overload_warnings: Throttle,
+    stats: PluginStats,
 }
 
 pub struct Dispatcher {
@@ -86,6 +88,7 @@ impl Dispatcher {
                         plugin: Arc::new(p),
                         in_flight: Arc::default(),
                         overload_warnings: Throttle::default(),
+                        stats: PluginStats::default(),
                     };
                     (served.plugin.name.clone(), served)
                 })
@@ -246,6 +249,7 @@ impl Dispatcher {
         phase: Phase,
     ) -> Result<Vec<u8>, String> {
         let limit = self.max_events_per_plugin;
+        served.stats.event(phase, Ending::Refused, Duration::ZERO);
         if served.overload_warnings.allow() {
             tracing::warn!(plugin = %served.plugin.name, %phase, "{limit} events in flight (--max-events-per-plugin): refusing new ones");
         }
@@ -286,6 +290,8 @@ impl Dispatcher {
     async fn answer(&self, msgid: MsgId, event: &Event, next: oneshot::Receiver<Yield>) -> Vec<u8> {
         let plugin = &event.instance.plugin.name;
         let phase = event.phase;
+        let stats = &self.plugins[plugin].stats;
+        let ended = |ending| stats.event(phase, ending, event.started.elapsed());
         let yielded = tokio::time::timeout(self.events.idle_timeout, next).await;
         let (method, args) = match yielded {
             Ok(Ok(Yield::Call {
@@ -293,8 +299,10 @@ impl Dispatcher {
                 args,
                 terminal,
             })) => {
+                stats.pdk_call(phase);
                 if terminal {
                     self.events.finish(event.id);
+                    ended(Ending::Exited);
                 } else {
                     self.events.waiting_for_kong(event);
                 }
@@ -309,10 +317,15 @@ impl Dispatcher {
             }
             Ok(Ok(Yield::Done(Ok(())))) => {
                 self.events.finish(event.id);
+                ended(Ending::Returned);
                 return rpc::step_reply(msgid, event.id, StepData::Ret);
             }
             Ok(Ok(Yield::Done(Err(error)))) => {
                 self.events.finish(event.id);
+                ended(match error.kind {
+                    PhaseErrorKind::Panicked => Ending::Panicked,
+                    PhaseErrorKind::Failed => Ending::Failed,
+                });
                 // The plugin reports panics as "panicked at <file:line:col>: <message>".
                 let what = match (error.kind, error.message.strip_prefix("panicked at ")) {
                     (PhaseErrorKind::Panicked, Some(located)) => format!("panicked at {located}"),
@@ -328,6 +341,7 @@ impl Dispatcher {
             }
             Ok(Err(_)) => {
                 self.events.finish(event.id);
+                ended(Ending::Failed);
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "internal error: the handler's thread ended without answering");
                 return rpc::error_reply(
                     msgid,
@@ -336,6 +350,7 @@ impl Dispatcher {
             }
             Err(_) => {
                 self.events.finish(event.id);
+                ended(Ending::Abandoned);
                 let secs = self.events.idle_timeout.as_secs();
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
                 return rpc::error_reply(
@@ -352,6 +367,30 @@ impl Dispatcher {
                 args: &args,
             },
         )
+    }
+
+    /// Removes the events Kong stopped answering, logging and counting each.
+    pub fn reclaim_abandoned(&self) {
+        for event in self.events.reap() {
+            let plugin = &event.instance.plugin.name;
+            self.plugins[plugin].stats.event(
+                event.phase,
+                Ending::Abandoned,
+                event.started.elapsed(),
+            );
+            tracing::warn!(plugin = %plugin, phase = %event.phase, event = event.id, "Kong stopped answering; event reclaimed");
+        }
+    }
+
+    /// The Prometheus text exposition of every plugin's statistics.
+    pub fn prometheus(&self) -> String {
+        let mut plugins: Vec<(&str, &PluginStats)> = self
+            .plugins
+            .iter()
+            .map(|(name, s)| (name.as_str(), &s.stats))
+            .collect();
+        plugins.sort_by_key(|(name, _)| *name);
+        metrics::prometheus(plugins, self.events.in_flight())
     }
 
     /// `plugin.GetStatus`: the reference servers' shape (spec §14) plus sharing counters.
@@ -399,6 +438,7 @@ impl Dispatcher {
                         Value::from("Constructed"),
                         Value::from(self.instances.constructed(name)),
                     ),
+                    (Value::from("Stats"), stats_value(&self.plugins[name].stats)),
                 ]);
                 (Value::from(name.as_str()), entry)
             })
@@ -444,4 +484,31 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Per phase: each counter, and the latency histogram as cumulative `le_<µs>` counts plus sum.
+fn stats_value(stats: &PluginStats) -> Value {
+    Value::Map(
+        stats
+            .snapshot()
+            .into_iter()
+            .map(|phase| {
+                let mut entries: Vec<(Value, Value)> = phase
+                    .counters
+                    .iter()
+                    .map(|(name, count)| (Value::from(*name), Value::from(*count)))
+                    .collect();
+                let mut latency: Vec<(Value, Value)> = metrics::BUCKETS_US
+                    .iter()
+                    .map(|bound| format!("le_{bound}"))
+                    .chain(["le_inf".to_string()])
+                    .zip(&phase.cumulative_buckets)
+                    .map(|(bound, count)| (Value::from(bound), Value::from(*count)))
+                    .collect();
+                latency.push((Value::from("sum"), Value::from(phase.latency_sum_us)));
+                entries.push((Value::from("latency_us"), Value::Map(latency)));
+                (Value::from(phase.phase.as_str()), Value::Map(entries))
+            })
+            .collect(),
+    )
 }

@@ -75,6 +75,8 @@ pub struct Event {
     running: AtomicBool,
     /// When Kong last heard from this event, in ms since the table's epoch: the reaper's clock.
     touched_ms: AtomicU64,
+    /// When HandleEvent arrived: the event's duration in the statistics.
+    pub started: Instant,
     _place: InFlight,
 }
 
@@ -117,6 +119,7 @@ impl Events {
             resume,
             running: AtomicBool::new(true),
             touched_ms: AtomicU64::new(self.now_ms()),
+            started: Instant::now(),
             _place: place,
         });
         self.table.insert(id, Arc::clone(&event));

@@ -17,6 +17,7 @@ pub mod instances;
 pub mod kong_conf;
 pub mod loader;
 pub mod lock;
+pub mod metrics;
 pub mod rpc;
 pub mod server;
 mod sharded;

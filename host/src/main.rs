@@ -181,9 +181,24 @@ struct ServeArgs {
     /// with 500/503 (repeatable). For plugins whose failure must not block traffic.
     #[arg(long = "fail-open", value_name = "NAME")]
     fail_open: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics; a loopback address only (127.0.0.1:9542).
+    #[arg(long, value_name = "ADDR", value_parser = parse_loopback)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Seconds to let in-flight events finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
+}
+
+fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:9542"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: metrics are served on loopback only"
+        ));
+    }
+    Ok(addr)
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -281,6 +296,12 @@ fn serve(options: ServeArgs) -> Result<(), String> {
                 fail_open: options.fail_open.clone(),
             },
         ));
+        if let Some(addr) = options.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+            tokio::spawn(server::serve_metrics(listener, Arc::clone(&dispatcher)));
+        }
         tracing::info!(
             "ready: serving {} on {} (pid {})",
             summary.join("; "),

@@ -211,3 +211,107 @@ fn a_plugin_named_symlink_is_that_plugins_kong_3_9_entry() {
     assert!(String::from_utf8_lossy(&unconfigured.stderr)
         .contains("the Kong entry of plugin rust-bench: set plugins_dir"));
 }
+
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[tokio::test]
+async fn counters_and_latency_per_plugin_and_phase_in_status_and_prometheus() {
+    let a = artifacts();
+    let setup = Setup::new(&[
+        (&a.hello, "librust_hello.so"),
+        (&a.faulty, "libfixture_faulty.so"),
+    ]);
+    let port = free_loopback_port();
+    let listen = format!("127.0.0.1:{port}");
+    let host = setup.start(&["--metrics-listen", &listen]);
+    let hello = KongClient::new(host.socket("rust-hello"));
+    let id = hello.start_instance("rust-hello", "{}").await.unwrap().id;
+    run_event(
+        &hello,
+        id,
+        "access",
+        &mut SimRequest::new().header("host", "h"),
+    )
+    .await
+    .unwrap();
+    run_event(
+        &hello,
+        id,
+        "access",
+        &mut SimRequest::new().header("host", "h").header("x-deny", ""),
+    )
+    .await
+    .unwrap();
+    let faulty = KongClient::new(host.socket("rust-faulty"));
+    let fid = faulty.start_instance("rust-faulty", "{}").await.unwrap().id;
+    run_event(
+        &faulty,
+        fid,
+        "access",
+        &mut SimRequest::new().header("x-fault", "panic"),
+    )
+    .await
+    .unwrap();
+
+    let status = hello
+        .call("plugin.GetStatus", kong_driver::LuaValue::Nil)
+        .await
+        .unwrap();
+    let access = &status["Plugins"]["rust-hello"]["Stats"]["access"];
+    // A pass (5 calls) and a deny (5 calls then exit): 2 events, 11 PDK calls, 1 exit.
+    assert_eq!(access["events"].as_u64(), Some(2), "{status}");
+    assert_eq!(access["pdk_calls"].as_u64(), Some(11));
+    assert_eq!(access["exits"].as_u64(), Some(1));
+    assert_eq!(access["panics"].as_u64(), Some(0));
+    assert_eq!(access["latency_us"]["le_inf"].as_u64(), Some(2));
+    let faulty_access = &status["Plugins"]["rust-faulty"]["Stats"]["access"];
+    assert_eq!(faulty_access["panics"].as_u64(), Some(1));
+
+    let metrics = tokio::task::spawn_blocking(move || http_get(port, "/metrics"))
+        .await
+        .unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
+    assert!(
+        metrics.contains("kong_rust_host_events_total{plugin=\"rust-hello\",phase=\"access\"} 2\n")
+    );
+    assert!(metrics
+        .contains("kong_rust_host_panics_total{plugin=\"rust-faulty\",phase=\"access\"} 1\n"));
+    assert!(metrics.contains(
+        "kong_rust_host_event_duration_seconds_count{plugin=\"rust-hello\",phase=\"access\"} 2\n"
+    ));
+    let missing = tokio::task::spawn_blocking(move || http_get(port, "/"))
+        .await
+        .unwrap();
+    assert!(missing.starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn metrics_are_served_on_loopback_only() {
+    let setup = both();
+    let (status, _, stderr) = run_host(&[
+        "serve",
+        "--plugins-dir",
+        setup.plugins.path().to_str().unwrap(),
+        "--socket-dir",
+        setup.sockets.path().to_str().unwrap(),
+        "--metrics-listen",
+        "0.0.0.0:9542",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("is not a loopback address"), "{stderr}");
+}

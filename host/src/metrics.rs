@@ -1,0 +1,209 @@
+//! Per-plugin counters and latency histograms, updated with relaxed atomics on the per-call
+//! path (no lock), read by `plugin.GetStatus` and the Prometheus endpoint.
+
+use kong_rust_pdk::abi::Phase;
+use std::{
+    fmt::Write,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is +Inf).
+pub const BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000, 10_000_000,
+];
+
+/// How an event ended, for counting.
+#[derive(Clone, Copy)]
+pub enum Ending {
+    Returned,
+    /// The handler called `kong.response.exit`/`error`.
+    Exited,
+    Failed,
+    Panicked,
+    /// Kong stopped answering, or the handler overran the deadline.
+    Abandoned,
+    /// Refused at the plugin's event limit.
+    Refused,
+}
+
+#[derive(Default)]
+struct PhaseStats {
+    events: AtomicU64,
+    pdk_calls: AtomicU64,
+    exits: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+    abandoned: AtomicU64,
+    refused: AtomicU64,
+    /// Event durations (first HandleEvent to the final answer): one count per bucket, +Inf last.
+    latency: [AtomicU64; BUCKETS_US.len() + 1],
+    latency_sum_us: AtomicU64,
+}
+
+/// One plugin's statistics, one set per phase.
+#[derive(Default)]
+pub struct PluginStats {
+    phases: [PhaseStats; 6],
+}
+
+fn index(phase: Phase) -> usize {
+    Phase::ALL
+        .iter()
+        .position(|p| *p == phase)
+        .expect("every phase is in ALL")
+}
+
+impl PluginStats {
+    pub fn pdk_call(&self, phase: Phase) {
+        self.phases[index(phase)]
+            .pdk_calls
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a finished event and how long it took.
+    pub fn event(&self, phase: Phase, ending: Ending, took: Duration) {
+        let stats = &self.phases[index(phase)];
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        let counter = match ending {
+            Ending::Returned => None,
+            Ending::Exited => Some(&stats.exits),
+            Ending::Failed => Some(&stats.errors),
+            Ending::Panicked => Some(&stats.panics),
+            Ending::Abandoned => Some(&stats.abandoned),
+            Ending::Refused => Some(&stats.refused),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = took.as_micros().min(u64::MAX as u128) as u64;
+        let bucket = BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(BUCKETS_US.len());
+        stats.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        stats.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Per phase that saw any event: (phase, counters by name, cumulative latency buckets, sum).
+    pub fn snapshot(&self) -> Vec<PhaseSnapshot> {
+        Phase::ALL
+            .iter()
+            .zip(&self.phases)
+            .filter(|(_, stats)| stats.events.load(Ordering::Relaxed) > 0)
+            .map(|(phase, stats)| {
+                let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+                let mut cumulative = 0;
+                let buckets = stats
+                    .latency
+                    .iter()
+                    .map(|count| {
+                        cumulative += load(count);
+                        cumulative
+                    })
+                    .collect();
+                PhaseSnapshot {
+                    phase: *phase,
+                    counters: vec![
+                        ("events", load(&stats.events)),
+                        ("pdk_calls", load(&stats.pdk_calls)),
+                        ("exits", load(&stats.exits)),
+                        ("errors", load(&stats.errors)),
+                        ("panics", load(&stats.panics)),
+                        ("abandoned", load(&stats.abandoned)),
+                        ("refused", load(&stats.refused)),
+                    ],
+                    cumulative_buckets: buckets,
+                    latency_sum_us: load(&stats.latency_sum_us),
+                }
+            })
+            .collect()
+    }
+}
+
+pub struct PhaseSnapshot {
+    pub phase: Phase,
+    pub counters: Vec<(&'static str, u64)>,
+    /// Events at or under each bound of [`BUCKETS_US`], then all events (+Inf).
+    pub cumulative_buckets: Vec<u64>,
+    pub latency_sum_us: u64,
+}
+
+/// The Prometheus text exposition of every plugin's statistics.
+pub fn prometheus<'a>(
+    plugins: impl IntoIterator<Item = (&'a str, &'a PluginStats)>,
+    events_in_flight: usize,
+) -> String {
+    let mut out = String::new();
+    let mut counters: Vec<(String, String)> = Vec::new();
+    let mut histograms = String::new();
+    for (plugin, stats) in plugins {
+        for phase in stats.snapshot() {
+            let labels = format!("plugin=\"{plugin}\",phase=\"{}\"", phase.phase);
+            for (name, value) in &phase.counters {
+                counters.push((
+                    name.to_string(),
+                    format!("kong_rust_host_{name}_total{{{labels}}} {value}\n"),
+                ));
+            }
+            for (bound, count) in BUCKETS_US
+                .iter()
+                .map(|b| (*b as f64 / 1e6).to_string())
+                .chain(["+Inf".to_string()])
+                .zip(&phase.cumulative_buckets)
+            {
+                let _ = writeln!(histograms, "kong_rust_host_event_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
+            }
+            let _ = writeln!(
+                histograms,
+                "kong_rust_host_event_duration_seconds_sum{{{labels}}} {}",
+                phase.latency_sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                histograms,
+                "kong_rust_host_event_duration_seconds_count{{{labels}}} {}",
+                phase.cumulative_buckets.last().copied().unwrap_or(0)
+            );
+        }
+    }
+    counters.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut last = String::new();
+    for (name, line) in counters {
+        if name != last {
+            let _ = writeln!(out, "# TYPE kong_rust_host_{name}_total counter");
+            last = name;
+        }
+        out.push_str(&line);
+    }
+    if !histograms.is_empty() {
+        out.push_str("# TYPE kong_rust_host_event_duration_seconds histogram\n");
+        out.push_str(&histograms);
+    }
+    let _ = writeln!(out, "# TYPE kong_rust_host_events_in_flight gauge\nkong_rust_host_events_in_flight {events_in_flight}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_the_exposition_is_prometheus_text() {
+        let stats = PluginStats::default();
+        stats.event(Phase::Access, Ending::Returned, Duration::from_micros(80));
+        stats.event(Phase::Access, Ending::Panicked, Duration::from_millis(3));
+        stats.pdk_call(Phase::Access);
+        let snapshot = &stats.snapshot()[0];
+        assert_eq!(snapshot.cumulative_buckets[0], 0); // <= 50 µs
+        assert_eq!(snapshot.cumulative_buckets[1], 1); // <= 100 µs
+        assert_eq!(snapshot.cumulative_buckets[6], 2); // <= 5 ms
+        assert_eq!(*snapshot.cumulative_buckets.last().unwrap(), 2);
+        let text = prometheus([("rust-x", &stats)], 3);
+        assert!(text.contains("# TYPE kong_rust_host_panics_total counter\nkong_rust_host_panics_total{plugin=\"rust-x\",phase=\"access\"} 1\n"));
+        assert!(text.contains("kong_rust_host_event_duration_seconds_bucket{plugin=\"rust-x\",phase=\"access\",le=\"0.0001\"} 1\n"));
+        assert!(text.contains(
+            "kong_rust_host_event_duration_seconds_count{plugin=\"rust-x\",phase=\"access\"} 2\n"
+        ));
+        assert!(text.ends_with("kong_rust_host_events_in_flight 3\n"));
+    }
+}
