@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod dispatch;
+pub mod doctor;
 pub mod dump;
 pub mod events;
 pub mod executor;

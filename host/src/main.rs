@@ -36,6 +36,13 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check the plugins dir, the socket dir and the running host; exit 1 if anything fails.
+    Doctor {
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+    },
     /// Print the running host's status (instances, events in flight) as JSON.
     Status {
         #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
@@ -88,6 +95,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Status { socket_dir, socket } => status(&socket_dir, socket.as_deref()),
+        Command::Doctor {
+            plugins_dir,
+            socket_dir,
+        } => {
+            let (report, failed) = kong_rust_host::doctor::check(&plugins_dir, &socket_dir);
+            print!("{report}");
+            if failed {
+                Err("doctor found problems (FAIL lines above)".into())
+            } else {
+                Ok(())
+            }
+        }
         Command::Dump {
             name,
             all: _,

@@ -315,3 +315,48 @@ fn metrics_are_served_on_loopback_only() {
     assert!(!status.success());
     assert!(stderr.contains("is not a loopback address"), "{stderr}");
 }
+
+#[test]
+fn doctor_reports_files_sockets_and_the_log_level_pitfall() {
+    let a = artifacts();
+    let setup = Setup::new(&[
+        (&a.hello, "librust_hello.so"),
+        (&a.bench, "librust_bench.so"),
+    ]);
+    let dirs = [
+        "doctor",
+        "--plugins-dir",
+        setup.plugins.path().to_str().unwrap(),
+        "--socket-dir",
+        setup.sockets.path().to_str().unwrap(),
+    ];
+
+    // Nothing serving yet: a warning per plugin, not a failure.
+    let (status, stdout, _) = run_host(&dirs);
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok    plugin rust-hello 0.1.0 from"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("warn  rust-hello: no socket"), "{stdout}");
+    assert!(stdout.contains("log_level = info"), "{stdout}");
+
+    let host = setup.start(&[]);
+    let (status, stdout, _) = run_host(&dirs);
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok    rust-hello: served by pid {}", host.pid())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(mode 0660), 0 live instances"), "{stdout}");
+
+    // A file the host refuses is a failure, named with its reason.
+    std::fs::copy(&a.not_a_plugin, setup.plugins.path().join("junk.so")).unwrap();
+    let (status, stdout, _) = run_host(&dirs);
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stdout.contains("FAIL  plugin file ")
+            && stdout.contains("junk.so: not a kong-rust-host plugin"),
+        "{stdout}"
+    );
+}
