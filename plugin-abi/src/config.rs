@@ -1,24 +1,883 @@
-//! Turning the config JSON Kong sends into the plugin's config type.
+//! Turning the config JSON Kong sends into the plugin's config type (spec §7.1): what Kong
+//! does to a config before storing it (defaults), undoing lua-cjson's quirks, and Kong's
+//! validation of the schema's constraints, so a config Kong would refuse is refused here too.
 
-use crate::schema::{normalize, Schema};
+use crate::schema::{is_integer, single_entry, Schema};
 use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::fmt;
 
-/// Decodes `json` (as Kong sends it, bookkeeping keys and all) into `C`, after applying the
-/// schema's defaults. The error names the offending field.
+/// Decodes `json` (as Kong sends it, bookkeeping keys and all) into `C`: keeps only the
+/// schema's own top-level fields (dropping `__key__`, `__seq__`, `route_id`, …), applies the
+/// schema's defaults, validates the schema's constraints, then deserializes. The error names
+/// the offending field.
 pub fn decode<C: DeserializeOwned + Schema>(json: &str) -> Result<C, String> {
-    let mut value: serde_json::Value =
+    let mut value: Value =
         serde_json::from_str(json).map_err(|error| format!("config is not valid JSON: {error}"))?;
-    if !value.is_object() {
+    let Value::Object(object) = &mut value else {
         return Err(format!("config must be a JSON object, got {value}"));
+    };
+    let schema = C::schema();
+    if schema["type"] == "record" {
+        object.retain(|key, _| record_fields(&schema).any(|(name, _)| name == key));
     }
-    normalize(&C::schema(), &mut value);
-    serde_path_to_error::deserialize(value).map_err(|error| {
-        let field = error.path().to_string();
-        let error = error.into_inner();
-        if field == "." {
-            format!("invalid config: {error}")
-        } else {
-            format!("invalid config: field `{field}`: {error}")
+    normalize(&schema, &mut value);
+    validate(&schema, &value)
+        .and_then(|()| {
+            serde_path_to_error::deserialize(value).map_err(|error| {
+                let path = error.path().to_string();
+                Invalid {
+                    path: if path == "." { String::new() } else { path },
+                    message: error.into_inner().to_string(),
+                }
+            })
+        })
+        .map_err(|invalid| format!("invalid config: {invalid}"))
+}
+
+/// The `(name, definition)` pairs of a record definition's `fields`.
+fn record_fields(definition: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    definition["fields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(single_entry)
+}
+
+/// Whether Kong insists on a value: `required: true`, or a record without `required` (Kong
+/// makes the records of plugin schemas required unless they say otherwise).
+fn is_required(definition: &Value) -> bool {
+    match &definition["required"] {
+        Value::Bool(required) => *required,
+        _ => definition["type"] == "record",
+    }
+}
+
+fn default_of(definition: &Value) -> Option<&Value> {
+    definition
+        .get("default")
+        .filter(|default| !default.is_null())
+}
+
+/// Fills in what Kong would have filled in from `schema` before sending a config (defaults;
+/// required records expanded with their own defaults), drops nulls (Kong strips them, so
+/// missing and `null` mean the same), and undoes lua-cjson's quirks: `{}` for an empty array,
+/// `[]` for an empty map or record, integers in float notation.
+fn normalize(schema: &Value, value: &mut Value) {
+    match schema["type"].as_str() {
+        Some("record") => {
+            if value.as_array().is_some_and(Vec::is_empty) {
+                *value = Value::Object(Map::new());
+            }
+            let Some(object) = value.as_object_mut() else {
+                return;
+            };
+            for (name, definition) in record_fields(schema) {
+                if let Some(present) = object.get_mut(name).filter(|v| !v.is_null()) {
+                    normalize(definition, present);
+                    continue;
+                }
+                object.remove(name);
+                let filled = match default_of(definition) {
+                    Some(default) => Some(default.clone()),
+                    None if definition["type"] == "record" && is_required(definition) => {
+                        Some(Value::Object(Map::new()))
+                    }
+                    None => None,
+                };
+                if let Some(mut filled) = filled {
+                    normalize(definition, &mut filled);
+                    object.insert(name.to_string(), filled);
+                }
+            }
         }
+        Some("array" | "set") => {
+            if value.as_object().is_some_and(Map::is_empty) {
+                *value = Value::Array(Vec::new());
+            }
+            for element in value.as_array_mut().into_iter().flatten() {
+                normalize(&schema["elements"], element);
+            }
+        }
+        Some("map") => {
+            if value.as_array().is_some_and(Vec::is_empty) {
+                *value = Value::Object(Map::new());
+            }
+            for element in value.as_object_mut().into_iter().flat_map(Map::values_mut) {
+                normalize(&schema["values"], element);
+            }
+        }
+        Some("integer") => {
+            // lua-cjson prints numbers with 14 significant digits: 1e+15 for 10^15.
+            let integral = value
+                .as_f64()
+                .filter(|f| value.is_f64() && f.fract() == 0.0 && f.abs() < 9.2e18);
+            if let Some(integral) = integral {
+                *value = if integral < 0.0 {
+                    Value::from(integral as i64)
+                } else {
+                    Value::from(integral as u64)
+                };
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Where and why a value breaks its field definition, worded like Kong's validation errors.
+pub(crate) struct Invalid {
+    /// `a.b[2].c`, empty for the value itself.
+    path: String,
+    message: String,
+}
+
+impl Invalid {
+    fn new(message: impl Into<String>) -> Self {
+        Invalid {
+            path: String::new(),
+            message: message.into(),
+        }
+    }
+
+    /// The error, seen from the value holding this one at `segment` (a key or `[index]`).
+    fn within(mut self, segment: &str) -> Self {
+        let separator = if self.path.is_empty() || self.path.starts_with('[') {
+            ""
+        } else {
+            "."
+        };
+        self.path = format!("{segment}{separator}{}", self.path);
+        self
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "field `{}`: {}", self.path, self.message)
+        }
+    }
+}
+
+const REQUIRED: &str = "required field missing";
+
+/// Validates a (non-null) value against a field definition the way Kong's
+/// `Schema:validate_field` does: the type, then each constraint in Kong's order. Kong's own
+/// quirks are kept: a string must not be empty unless `len_min` says otherwise, a
+/// `referenceable` string holding a vault reference (`{vault://…}`) skips the constraints,
+/// `err` replaces a constraint's message. Not checked: `is_regex` (PCRE),
+/// `mutually_exclusive_subsets`, and `foreign`, `json`, `function` values.
+pub(crate) fn validate(definition: &Value, value: &Value) -> Result<(), Invalid> {
+    let kind = definition["type"].as_str().unwrap_or_default();
+    let expected = match kind {
+        "array" | "set" => {
+            let elements = value.as_array().ok_or_else(|| {
+                Invalid::new(if kind == "set" {
+                    "expected a set"
+                } else {
+                    "expected an array"
+                })
+            })?;
+            for (index, element) in elements.iter().enumerate() {
+                validate_present(&definition["elements"], element)
+                    .map_err(|invalid| invalid.within(&format!("[{index}]")))?;
+            }
+            None
+        }
+        "map" => {
+            let entries = value
+                .as_object()
+                .ok_or_else(|| Invalid::new("expected a map"))?;
+            for (key, entry) in entries {
+                validate(&definition["keys"], &Value::from(key.as_str()))
+                    .and_then(|()| validate_present(&definition["values"], entry))
+                    .map_err(|invalid| invalid.within(key))?;
+            }
+            None
+        }
+        "record" => {
+            let object = value
+                .as_object()
+                .ok_or_else(|| Invalid::new("expected a record"))?;
+            validate_record(definition, object)?;
+            None
+        }
+        "integer" => (!is_integer(value)).then_some("expected an integer"),
+        "number" => (!value.is_number()).then_some("expected a number"),
+        "boolean" => (!value.is_boolean()).then_some("expected a boolean"),
+        "string" => match value.as_str() {
+            None => Some("expected a string"),
+            Some(text) if definition["referenceable"] == true && is_reference(text) => {
+                return Ok(())
+            }
+            Some(_) => None,
+        },
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        return Err(Invalid::new(expected));
+    }
+    check_constraints(definition, value).map_err(|message| {
+        Invalid::new(match definition["err"].as_str() {
+            Some(err) => err.to_string(),
+            None => message,
+        })
     })
+}
+
+fn validate_present(definition: &Value, value: &Value) -> Result<(), Invalid> {
+    if value.is_null() {
+        return Err(Invalid::new(REQUIRED));
+    }
+    validate(definition, value)
+}
+
+fn validate_record(definition: &Value, object: &Map<String, Value>) -> Result<(), Invalid> {
+    if let Some(unknown) = object
+        .keys()
+        .find(|key| !record_fields(definition).any(|(name, _)| name == key.as_str()))
+    {
+        return Err(Invalid::new("unknown field").within(unknown));
+    }
+    for (name, field) in record_fields(definition) {
+        let checked = match object.get(name).filter(|value| !value.is_null()) {
+            Some(value) => validate(field, value),
+            // Kong fills a default in, and has checked the default itself.
+            None if default_of(field).is_some() || !is_required(field) => Ok(()),
+            // Kong expands a missing required record, with its nested defaults.
+            None if field["type"] == "record" => validate(field, &Value::Object(Map::new())),
+            None => Err(Invalid::new(REQUIRED)),
+        };
+        checked.map_err(|invalid| invalid.within(name))?;
+    }
+    Ok(())
+}
+
+/// Kong's `kong.vault.is_reference`.
+fn is_reference(text: &str) -> bool {
+    text.starts_with("{vault:") && text.ends_with('}')
+}
+
+/// A constraint: `Err(message)` if `value` breaks it with the given argument.
+type Constraint = fn(value: &Value, argument: &Value) -> Result<(), String>;
+
+/// Kong's validators, in Kong's order (`Schema.validators_order`).
+const CONSTRAINTS: &[(&str, Constraint)] = &[
+    ("eq", |value, wanted| {
+        ensure(lua_eq(value, wanted), || {
+            format!("value must be {}", show(wanted))
+        })
+    }),
+    ("ne", |value, unwanted| {
+        ensure(!lua_eq(value, unwanted), || {
+            format!("value must not be {}", show(value))
+        })
+    }),
+    ("not_one_of", |value, options| {
+        ensure(!listed(value, options), || {
+            format!("must not be one of: {}", show_all(options))
+        })
+    }),
+    ("one_of", |value, options| {
+        ensure(listed(value, options), || {
+            format!("expected one of: {}", show_all(options))
+        })
+    }),
+    ("gt", |value, limit| {
+        ensure(number(value)? > number(limit)?, || {
+            format!("value must be greater than {}", show(limit))
+        })
+    }),
+    ("timestamp", |value, _| {
+        ensure(number(value)? > 0.0, || "expected a valid timestamp".into())
+    }),
+    ("uuid", |value, _| {
+        ensure(is_uuid(text(value)?), || "expected a valid UUID".into())
+    }),
+    ("between", |value, limits| {
+        let (min, max) = (&limits[0], &limits[1]);
+        let n = number(value)?;
+        ensure(n >= number(min)? && n <= number(max)?, || {
+            format!("value should be between {} and {}", show(min), show(max))
+        })
+    }),
+    ("len_eq", |value, n| {
+        ensure(length(value)? == count(n)?, || {
+            format!("length must be {}", show(n))
+        })
+    }),
+    ("len_min", |value, n| {
+        ensure(length(value)? >= count(n)?, || {
+            format!("length must be at least {}", show(n))
+        })
+    }),
+    ("len_max", |value, n| {
+        ensure(length(value)? <= count(n)?, || {
+            format!("length must be at most {}", show(n))
+        })
+    }),
+    ("starts_with", |value, prefix| {
+        ensure(text(value)?.starts_with(text(prefix)?), || {
+            format!("should start with: {}", show(prefix))
+        })
+    }),
+    ("not_match", |value, pattern| {
+        ensure(!lua_match(value, pattern)?, || {
+            format!("invalid value: {}", show(value))
+        })
+    }),
+    ("match_none", |value, rules| {
+        for rule in list(rules)? {
+            if lua_match(value, &rule["pattern"])? {
+                return Err(show(&rule["err"]));
+            }
+        }
+        Ok(())
+    }),
+    ("match", |value, pattern| {
+        ensure(lua_match(value, pattern)?, || {
+            format!("invalid value: {}", show(value))
+        })
+    }),
+    ("match_all", |value, rules| {
+        for rule in list(rules)? {
+            if !lua_match(value, &rule["pattern"])? {
+                return Err(show(&rule["err"]));
+            }
+        }
+        Ok(())
+    }),
+    ("match_any", |value, rule| {
+        for pattern in list(&rule["patterns"])? {
+            if lua_match(value, pattern)? {
+                return Ok(());
+            }
+        }
+        Err(show(&rule["err"]))
+    }),
+    ("contains", |value, wanted| {
+        ensure(listed(wanted, value), || {
+            format!("expected to contain: {}", show(wanted))
+        })
+    }),
+];
+
+fn check_constraints(definition: &Value, value: &Value) -> Result<(), String> {
+    for (name, constraint) in CONSTRAINTS {
+        match definition.get(*name).filter(|argument| !argument.is_null()) {
+            Some(argument) => constraint(value, argument)?,
+            // Kong: "empty strings are not accepted by default".
+            None if *name == "len_min" && value.is_string() => constraint(value, &1.into())?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn ensure(holds: bool, message: impl FnOnce() -> String) -> Result<(), String> {
+    if holds {
+        Ok(())
+    } else {
+        Err(message())
+    }
+}
+
+/// Lua's `==` on decoded JSON: numbers by value (`1 == 1.0`).
+fn lua_eq(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn listed(value: &Value, options: &Value) -> bool {
+    options
+        .as_array()
+        .is_some_and(|options| options.iter().any(|option| lua_eq(value, option)))
+}
+
+/// A value as Lua's `tostring` shows it in Kong's messages: strings unquoted.
+fn show(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn show_all(options: &Value) -> String {
+    let options = options.as_array().map(Vec::as_slice).unwrap_or_default();
+    options.iter().map(show).collect::<Vec<_>>().join(", ")
+}
+
+fn number(value: &Value) -> Result<f64, String> {
+    value
+        .as_f64()
+        .ok_or_else(|| format!("expected a number, not {value}"))
+}
+
+fn text(value: &Value) -> Result<&str, String> {
+    value
+        .as_str()
+        .ok_or_else(|| format!("expected a string, not {value}"))
+}
+
+fn list(value: &Value) -> Result<&Vec<Value>, String> {
+    value
+        .as_array()
+        .ok_or_else(|| format!("expected an array, not {value}"))
+}
+
+fn count(value: &Value) -> Result<usize, String> {
+    value
+        .as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("expected a length, not {value}"))
+}
+
+/// Lua's `#`: bytes of a string, entries of a table.
+fn length(value: &Value) -> Result<usize, String> {
+    match value {
+        Value::String(text) => Ok(text.len()),
+        Value::Array(elements) => Ok(elements.len()),
+        Value::Object(entries) => Ok(entries.len()),
+        other => Err(format!("{other} has no length")),
+    }
+}
+
+fn lua_match(value: &Value, pattern: &Value) -> Result<bool, String> {
+    let pattern = text(pattern)?;
+    lua_pattern::matches(text(value)?.as_bytes(), pattern.as_bytes())
+        .map_err(|error| format!("invalid pattern {pattern:?}: {error}"))
+}
+
+/// Kong's UUID check: 8-4-4-4-12 hex digits, any case.
+fn is_uuid(text: &str) -> bool {
+    text.len() == 36
+        && text.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
+/// Lua 5.1 patterns as LuaJIT (Kong's Lua) implements `string.match`: a port of `lstrlib.c`,
+/// byte-oriented, C locale. Supports everything: `.`, `%a %c %d %l %p %s %u %w %x %z` and
+/// their upper-case complements, `%` escapes, sets `[...]` with ranges, classes and `^`,
+/// quantifiers `* + - ?`, anchors `^` and `$`, captures `(...)` and `()`, back-references
+/// `%1`–`%9`, `%bxy` and the frontier `%f[set]`.
+pub(crate) mod lua_pattern {
+    /// Lua's `LUA_MAXCAPTURES`.
+    const MAX_CAPTURES: usize = 32;
+
+    /// A pattern byte, with Lua's C-string view: past the end reads as NUL.
+    fn at(pattern: &[u8], i: usize) -> u8 {
+        pattern.get(i).copied().unwrap_or(0)
+    }
+
+    /// The index just past the single-character class starting at `p`.
+    fn class_end(pattern: &[u8], p: usize) -> Result<usize, &'static str> {
+        match at(pattern, p) {
+            b'%' if at(pattern, p + 1) == 0 => Err("malformed pattern (ends with '%')"),
+            b'%' => Ok(p + 2),
+            b'[' => {
+                let mut q = p + 1;
+                if at(pattern, q) == b'^' {
+                    q += 1;
+                }
+                // The first byte is always part of the set: `[]]` is the set of `]`.
+                loop {
+                    if at(pattern, q) == 0 {
+                        return Err("malformed pattern (missing ']')");
+                    }
+                    let c = at(pattern, q);
+                    q += 1;
+                    if c == b'%' && at(pattern, q) != 0 {
+                        q += 1;
+                    }
+                    if at(pattern, q) == b']' {
+                        return Ok(q + 1);
+                    }
+                }
+            }
+            _ => Ok(p + 1),
+        }
+    }
+
+    /// Whether `pattern` is well-formed; Lua's error message if not. (Lua only reports a
+    /// malformed part when matching reaches it; this looks at the whole pattern.)
+    pub fn check(pattern: &[u8]) -> Result<(), &'static str> {
+        let mut p = usize::from(at(pattern, 0) == b'^');
+        // One entry per capture, in order: closed yet?
+        let mut closed: Vec<bool> = Vec::new();
+        while at(pattern, p) != 0 {
+            match (at(pattern, p), at(pattern, p + 1)) {
+                (b'(', next) => {
+                    if closed.len() == MAX_CAPTURES {
+                        return Err("too many captures");
+                    }
+                    closed.push(next == b')');
+                    p += if next == b')' { 2 } else { 1 };
+                    continue;
+                }
+                (b')', _) => {
+                    let open = closed
+                        .iter()
+                        .rposition(|closed| !closed)
+                        .ok_or("invalid pattern capture")?;
+                    closed[open] = true;
+                    p += 1;
+                    continue;
+                }
+                (b'%', b'b') => {
+                    if at(pattern, p + 2) == 0 || at(pattern, p + 3) == 0 {
+                        return Err("unbalanced pattern");
+                    }
+                    p += 4;
+                    continue;
+                }
+                (b'%', b'f') => {
+                    if at(pattern, p + 2) != b'[' {
+                        return Err("missing '[' after '%f' in pattern");
+                    }
+                    p = class_end(pattern, p + 2)?;
+                    continue;
+                }
+                (b'%', digit) if digit.is_ascii_digit() => {
+                    let index = usize::from(digit - b'0');
+                    if index == 0 || !closed.get(index - 1).copied().unwrap_or(false) {
+                        return Err("invalid capture index");
+                    }
+                    p += 2;
+                    continue;
+                }
+                (b'$', 0) => break,
+                _ => {}
+            }
+            p = class_end(pattern, p)?;
+            if matches!(at(pattern, p), b'?' | b'*' | b'+' | b'-') {
+                p += 1;
+            }
+        }
+        if closed.contains(&false) {
+            return Err("unfinished capture");
+        }
+        Ok(())
+    }
+
+    /// `subject:match(pattern) ~= nil`.
+    pub fn matches(subject: &[u8], pattern: &[u8]) -> Result<bool, &'static str> {
+        check(pattern)?;
+        let (anchored, pattern) = match pattern.split_first() {
+            Some((b'^', rest)) => (true, rest),
+            _ => (false, pattern),
+        };
+        let mut matcher = Matcher {
+            subject,
+            pattern,
+            captures: Vec::new(),
+        };
+        for start in 0..=subject.len() {
+            matcher.captures.clear();
+            if matcher.run(start, 0).is_some() {
+                return Ok(true);
+            }
+            if anchored {
+                break;
+            }
+        }
+        Ok(false)
+    }
+
+    #[derive(Clone, Copy)]
+    enum Capture {
+        Open,
+        Position,
+        Closed(usize),
+    }
+
+    /// `MatchState`, for a pattern `check` accepted (so malformed cases just fail to match).
+    struct Matcher<'a> {
+        subject: &'a [u8],
+        pattern: &'a [u8],
+        /// (start in subject, state)
+        captures: Vec<(usize, Capture)>,
+    }
+
+    fn match_class(c: u8, class: u8) -> bool {
+        let matched = match class.to_ascii_lowercase() {
+            b'a' => c.is_ascii_alphabetic(),
+            b'c' => c.is_ascii_control(),
+            b'd' => c.is_ascii_digit(),
+            b'l' => c.is_ascii_lowercase(),
+            b'p' => c.is_ascii_punctuation(),
+            // C's isspace also takes the vertical tab.
+            b's' => c.is_ascii_whitespace() || c == 0x0b,
+            b'u' => c.is_ascii_uppercase(),
+            b'w' => c.is_ascii_alphanumeric(),
+            b'x' => c.is_ascii_hexdigit(),
+            b'z' => c == 0,
+            _ => return class == c,
+        };
+        matched != class.is_ascii_uppercase()
+    }
+
+    impl Matcher<'_> {
+        fn at(&self, p: usize) -> u8 {
+            at(self.pattern, p)
+        }
+
+        fn byte(&self, s: usize) -> u8 {
+            self.subject.get(s).copied().unwrap_or(0)
+        }
+
+        /// `c` against the set `[...]` spanning `p` (the `[`) to `end` (the `]`).
+        fn bracket_class(&self, c: u8, mut p: usize, end: usize) -> bool {
+            let mut found = true;
+            if self.at(p + 1) == b'^' {
+                found = false;
+                p += 1;
+            }
+            loop {
+                p += 1;
+                if p >= end {
+                    return !found;
+                }
+                if self.at(p) == b'%' {
+                    p += 1;
+                    if match_class(c, self.at(p)) {
+                        return found;
+                    }
+                } else if self.at(p + 1) == b'-' && p + 2 < end {
+                    p += 2;
+                    if self.at(p - 2) <= c && c <= self.at(p) {
+                        return found;
+                    }
+                } else if self.at(p) == c {
+                    return found;
+                }
+            }
+        }
+
+        fn single(&self, s: usize, p: usize, class_end: usize) -> bool {
+            if s >= self.subject.len() {
+                return false;
+            }
+            let c = self.subject[s];
+            match self.at(p) {
+                b'.' => true,
+                b'%' => match_class(c, self.at(p + 1)),
+                b'[' => self.bracket_class(c, p, class_end - 1),
+                literal => literal == c,
+            }
+        }
+
+        /// Matches the pattern from `p` against the subject from `s`: the end of the match.
+        fn run(&mut self, mut s: usize, mut p: usize) -> Option<usize> {
+            loop {
+                match (self.at(p), self.at(p + 1)) {
+                    (0, _) => return Some(s),
+                    (b'(', b')') => return self.start_capture(s, p + 2, Capture::Position),
+                    (b'(', _) => return self.start_capture(s, p + 1, Capture::Open),
+                    (b')', _) => return self.end_capture(s, p + 1),
+                    (b'$', 0) => return (s == self.subject.len()).then_some(s),
+                    (b'%', b'b') => {
+                        s = self.balance(s, p + 2)?;
+                        p += 4;
+                    }
+                    (b'%', b'f') => {
+                        p += 2;
+                        let end = class_end(self.pattern, p).ok()?;
+                        let previous = if s == 0 { 0 } else { self.subject[s - 1] };
+                        if self.bracket_class(previous, p, end - 1)
+                            || !self.bracket_class(self.byte(s), p, end - 1)
+                        {
+                            return None;
+                        }
+                        p = end;
+                    }
+                    (b'%', digit) if digit.is_ascii_digit() => {
+                        s = self.back_reference(s, usize::from(digit - b'1'))?;
+                        p += 2;
+                    }
+                    _ => {
+                        let end = class_end(self.pattern, p).ok()?;
+                        let one = self.single(s, p, end);
+                        match self.at(end) {
+                            b'?' => {
+                                if one {
+                                    if let Some(found) = self.run(s + 1, end + 1) {
+                                        return Some(found);
+                                    }
+                                }
+                                p = end + 1;
+                            }
+                            b'*' => return self.max_expand(s, p, end),
+                            b'+' => {
+                                return if one {
+                                    self.max_expand(s + 1, p, end)
+                                } else {
+                                    None
+                                }
+                            }
+                            b'-' => return self.min_expand(s, p, end),
+                            _ if one => {
+                                s += 1;
+                                p = end;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+            }
+        }
+
+        fn max_expand(&mut self, s: usize, p: usize, end: usize) -> Option<usize> {
+            let mut count = 0;
+            while self.single(s + count, p, end) {
+                count += 1;
+            }
+            loop {
+                if let Some(found) = self.run(s + count, end + 1) {
+                    return Some(found);
+                }
+                count = count.checked_sub(1)?;
+            }
+        }
+
+        fn min_expand(&mut self, mut s: usize, p: usize, end: usize) -> Option<usize> {
+            loop {
+                if let Some(found) = self.run(s, end + 1) {
+                    return Some(found);
+                }
+                if !self.single(s, p, end) {
+                    return None;
+                }
+                s += 1;
+            }
+        }
+
+        fn start_capture(&mut self, s: usize, p: usize, capture: Capture) -> Option<usize> {
+            self.captures.push((s, capture));
+            let found = self.run(s, p);
+            if found.is_none() {
+                self.captures.pop();
+            }
+            found
+        }
+
+        fn end_capture(&mut self, s: usize, p: usize) -> Option<usize> {
+            let open = self
+                .captures
+                .iter()
+                .rposition(|(_, capture)| matches!(capture, Capture::Open))?;
+            let start = self.captures[open].0;
+            self.captures[open].1 = Capture::Closed(s - start);
+            let found = self.run(s, p);
+            if found.is_none() {
+                self.captures[open].1 = Capture::Open;
+            }
+            found
+        }
+
+        fn back_reference(&self, s: usize, index: usize) -> Option<usize> {
+            let (start, Capture::Closed(len)) = *self.captures.get(index)? else {
+                return None;
+            };
+            let wanted = &self.subject[start..start + len];
+            self.subject[s..].starts_with(wanted).then_some(s + len)
+        }
+
+        fn balance(&self, s: usize, p: usize) -> Option<usize> {
+            let (open, close) = (self.at(p), self.at(p + 1));
+            if self.subject.get(s) != Some(&open) {
+                return None;
+            }
+            let mut depth = 1;
+            for (i, &c) in self.subject.iter().enumerate().skip(s + 1) {
+                if c == close {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(i + 1);
+                    }
+                } else if c == open {
+                    depth += 1;
+                }
+            }
+            None
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::{check, matches};
+
+        fn m(subject: &str, pattern: &str) -> bool {
+            matches(subject.as_bytes(), pattern.as_bytes()).unwrap()
+        }
+
+        #[test]
+        fn matches_like_lua() {
+            let cases = [
+                ("hello", "^h.-o$", true),
+                ("abc", "^%a+$", true),
+                ("ab1", "^%a+$", false),
+                ("ab1", "%d", true),
+                ("ba", "^a", false),
+                ("ba", "a", true),
+                ("", "^$", true),
+                ("a", "^$", false),
+                ("a$b", "a$b", true),
+                ("[x]", "^%[x%]$", true),
+                ("foo.bar", "^[%w.]+$", true),
+                ("foo bar", "^[%w.]+$", false),
+                ("]", "^[]]$", true),
+                ("a", "^[]]$", false),
+                ("x-y", "^[a-z]%-[a-z]$", true),
+                ("m", "^[^a-f]$", true),
+                ("c", "^[^a-f]$", false),
+                ("(a(b)c)", "^%b()$", true),
+                ("(a(b)c", "^%b()$", false),
+                ("THE (quick) fox", "%f[%a]%a+%f[%A]", true),
+                ("abab", "^(ab)%1$", true),
+                ("abac", "^(ab)%1$", false),
+                ("key: value", "^(%w+):%s*(.-)$", true),
+                ("aaa", "^a-$", true),
+                ("ab", "^ab?$", true),
+                ("a", "^ab?$", true),
+                ("abb", "^ab?$", false),
+                ("https://x", "^https?://", true),
+                ("ftp://x", "^https?://", false),
+                ("a\x0bb", "^a%sb$", true),
+                ("A1", "^%u%d$", true),
+                ("a1", "^%U%D$", false),
+                ("abc", "()b()", true),
+                ("/path", "^/", true),
+            ];
+            for (subject, pattern, expected) in cases {
+                assert_eq!(m(subject, pattern), expected, "{subject:?} ~ {pattern:?}");
+            }
+        }
+
+        #[test]
+        fn malformed_patterns_are_refused_with_lua_messages() {
+            let cases = [
+                ("abc%", "malformed pattern (ends with '%')"),
+                ("[a", "malformed pattern (missing ']')"),
+                ("[]", "malformed pattern (missing ']')"),
+                ("(a", "unfinished capture"),
+                ("a)", "invalid pattern capture"),
+                ("%1", "invalid capture index"),
+                ("(a%1)", "invalid capture index"),
+                ("%0", "invalid capture index"),
+                ("%fx", "missing '[' after '%f' in pattern"),
+                ("%bx", "unbalanced pattern"),
+            ];
+            for (pattern, message) in cases {
+                assert_eq!(check(pattern.as_bytes()), Err(message), "{pattern:?}");
+            }
+            assert_eq!(check(&[b'('; 33]), Err("too many captures"));
+            assert_eq!(check(b"^(%w+)=(%d*)$"), Ok(()));
+        }
+    }
 }
