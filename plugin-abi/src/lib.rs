@@ -46,6 +46,7 @@ pub mod export;
 pub mod pdk;
 mod plugin;
 pub mod schema;
+pub mod testing;
 
 pub use error::{Error, ErrorKind, Result};
 pub use kong_rust_pdk_macros::{plugin, Schema};

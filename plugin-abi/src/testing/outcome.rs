@@ -1,0 +1,216 @@
+//! What a run produced, for tests to assert on.
+
+use super::http;
+use crate::{abi::Phase, pdk::Headers, Error, ErrorKind};
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
+
+/// Everything observable about one request run through the plugin.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The phases the plugin ran in, in order.
+    pub phases: Vec<Phase>,
+    /// The request Kong sent to the service; `None` when it never got that far (an exit, an
+    /// error, a route without a service).
+    pub upstream_request: Option<UpstreamRequest>,
+    /// What the client received.
+    pub response: ClientResponse,
+    /// The `kong.response.exit`/`error` that ended the request, if one did.
+    pub exit: Option<Exit>,
+    /// Every `kong.log.*` line, in order.
+    pub logs: Vec<LogLine>,
+    /// `kong.ctx.shared` at the end of the request.
+    pub ctx_shared: BTreeMap<String, Value>,
+    /// The authenticated consumer at the end of the request.
+    pub consumer: Option<Value>,
+    /// The authenticated credential at the end of the request.
+    pub credential: Option<Value>,
+    /// What `kong.log.serialize()` returns in the log phase; `None` if Kong would raise.
+    pub serialized: Option<serde_json::Value>,
+    /// Every PDK call the plugin made, in order.
+    pub calls: Vec<PdkCall>,
+    /// Handler errors and panics, and the errors Kong raised for PDK calls.
+    pub failures: Vec<Failure>,
+}
+
+impl Outcome {
+    /// The messages logged at `level`.
+    pub fn logs_at(&self, level: LogLevel) -> Vec<&str> {
+        self.logs
+            .iter()
+            .filter(|line| line.level == level)
+            .map(|line| line.message.as_str())
+            .collect()
+    }
+
+    /// The `kong.ctx.shared` value under `key`, deserialized; `None` when absent or of another
+    /// shape.
+    pub fn shared<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        rmpv::ext::from_value(self.ctx_shared.get(key)?.clone()).ok()
+    }
+
+    /// The calls made to `method`.
+    pub fn calls_to(&self, method: &str) -> Vec<&PdkCall> {
+        self.calls.iter().filter(|c| c.method == method).collect()
+    }
+
+    /// Whether the plugin ran in `phase`.
+    pub fn ran(&self, phase: Phase) -> bool {
+        self.phases.contains(&phase)
+    }
+
+    /// The failures of `phase`.
+    pub fn failures_in(&self, phase: Phase) -> Vec<&Failure> {
+        self.failures.iter().filter(|f| f.phase == phase).collect()
+    }
+}
+
+/// Where the client response came from (`kong.response.get_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Proxied from the service.
+    Service,
+    /// Produced by `kong.response.exit` or `kong.response.error` (also the 500 the host sends
+    /// for a failed handler).
+    Exit,
+    /// Produced by Kong after an error (a PDK call Kong raised on).
+    Error,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Service => "service",
+            Source::Exit => "exit",
+            Source::Error => "error",
+        }
+    }
+}
+
+/// The response the client receives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientResponse {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub source: Source,
+}
+
+/// The request Kong sends to the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamRequest {
+    pub method: String,
+    /// `http`/`https` (`tcp`/`tls`/`udp` for a stream).
+    pub scheme: String,
+    /// Where Kong connects: the `set_target` host, else the `set_upstream` name, else the
+    /// service's host.
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: String,
+    /// Lower-case names, including `host` and Kong's `x-forwarded-*`/`x-real-ip`.
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    /// The upstream entity chosen with `kong.service.set_upstream`.
+    pub upstream: Option<String>,
+    pub retries: i64,
+    pub connect_timeout: i64,
+    pub write_timeout: i64,
+    pub read_timeout: i64,
+    /// Set by `kong.service.set_tls_verify`.
+    pub tls_verify: Option<bool>,
+    /// Set by `kong.service.set_tls_verify_depth`.
+    pub tls_verify_depth: Option<i64>,
+    /// Whether the response is buffered (a `response` handler or `enable_buffering`).
+    pub buffered: bool,
+}
+
+/// Shared helpers of the two HTTP messages.
+macro_rules! message_helpers {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// The first value of header `name` (case-insensitive).
+            pub fn header(&self, name: &str) -> Option<&str> {
+                http::first_header(&self.headers, name)
+            }
+
+            /// Every value of header `name` (case-insensitive).
+            pub fn header_values(&self, name: &str) -> &[String] {
+                http::header_values(&self.headers, name).unwrap_or_default()
+            }
+
+            /// The body as text (invalid UTF-8 replaced).
+            pub fn text(&self) -> String {
+                String::from_utf8_lossy(&self.body).into_owned()
+            }
+
+            /// The body parsed as JSON.
+            pub fn json(&self) -> serde_json::Result<serde_json::Value> {
+                serde_json::from_slice(&self.body)
+            }
+        }
+    )*};
+}
+
+message_helpers!(ClientResponse, UpstreamRequest);
+
+/// A `kong.response.exit`/`error` that ended the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    pub phase: Phase,
+    /// `kong.response.exit` or `kong.response.error`.
+    pub method: String,
+    pub status: u16,
+    /// `false` for the 500 the host sends when a handler fails.
+    pub by_plugin: bool,
+}
+
+/// `kong.log` levels; `kong.log(...)` is `notice`, `kong.log.deprecation` is `warn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Alert,
+    Crit,
+    Err,
+    Warn,
+    Notice,
+    Info,
+    Debug,
+}
+
+/// One `kong.log.*` line: Kong's `tostring` of every argument, concatenated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub phase: Phase,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// One PDK call: the arguments as the plugin sent them and what it got back.
+#[derive(Debug, Clone)]
+pub struct PdkCall {
+    pub phase: Phase,
+    pub method: String,
+    pub args: Vec<Value>,
+    pub result: Result<Value, Error>,
+}
+
+/// A phase that went wrong.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub phase: Phase,
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The handler returned this error.
+    Returned(ErrorKind),
+    /// The handler panicked.
+    Panicked,
+    /// Kong raised a Lua error for a PDK call (wrong phase, bad arguments): the event died.
+    Kong,
+}

@@ -1,0 +1,132 @@
+//! Running a plugin's phases over a request, in Kong's order.
+
+use super::{
+    kong::MockKong,
+    outcome::Outcome,
+    request::{TestRequest, PLUGIN_ID, WORKSPACE_ID},
+    state::State,
+};
+use crate::{abi::Phase, config, export::Exported, pdk::Kong, Error, ErrorKind, Result};
+use serde_json::{json, Value as Json};
+use std::{
+    any::Any,
+    panic::{self, AssertUnwindSafe},
+};
+
+/// A plugin instance, built from a configuration as the host builds it, that runs requests
+/// through an in-memory Kong.
+pub struct PluginTest<P> {
+    plugin: P,
+}
+
+impl<P: Exported> PluginTest<P> {
+    /// Builds the plugin from the configuration JSON Kong would send: Kong's bookkeeping keys
+    /// (`__key__`, `__plugin_id`, `__seq__`, `__ws_id`) are added when missing, schema
+    /// defaults are applied, and a bad field is named in the [`ErrorKind::Config`] error, all
+    /// as with the real host; then `P::new` runs and its error is returned as is.
+    pub fn new(config_json: &str) -> Result<Self> {
+        let config = config::decode::<P::Config>(&with_bookkeeping(config_json, P::NAME))
+            .map_err(|message| Error::new(ErrorKind::Config, message))?;
+        Self::from_config(config)
+    }
+
+    /// Builds the plugin from a configuration value (no schema defaults to apply).
+    pub fn from_config(config: P::Config) -> Result<Self> {
+        Ok(PluginTest {
+            plugin: P::new(config)?,
+        })
+    }
+
+    /// The plugin instance.
+    pub fn plugin(&self) -> &P {
+        &self.plugin
+    }
+
+    /// Runs the phases the plugin implements over `request`, as Kong would for a global
+    /// plugin: `certificate` (TLS connections only), `rewrite`, `access` (`preread` for a
+    /// stream), then the request goes to the service unless it was answered, `response` (with
+    /// the service's response; buffered proxying), and `log` whatever happened before.
+    pub fn run(&self, request: TestRequest) -> Outcome {
+        let kong = MockKong::new(State::new(request));
+        let (stream, tls) = kong.with(|s| (s.is_stream(), s.req.is_tls()));
+        let before_proxy: &[Phase] = if stream {
+            &[Phase::Certificate, Phase::Preread]
+        } else {
+            &[Phase::Certificate, Phase::Rewrite, Phase::Access]
+        };
+        for &phase in before_proxy {
+            if kong.with(|s| s.answered) {
+                break;
+            }
+            if self.implements(phase) && (phase != Phase::Certificate || tls) {
+                self.run_phase(&kong, phase);
+            }
+        }
+        if !kong.with(|s| s.answered) {
+            let buffered = !stream && self.implements(Phase::Response);
+            kong.with(|s| {
+                if buffered {
+                    s.buffer();
+                }
+                s.proxy();
+            });
+            if buffered && kong.with(|s| s.proxied()) {
+                self.run_phase(&kong, Phase::Response);
+            }
+        }
+        kong.with(State::snapshot);
+        if self.implements(Phase::Log) {
+            self.run_phase(&kong, Phase::Log);
+        }
+        kong.into_state().into_outcome()
+    }
+
+    fn implements(&self, phase: Phase) -> bool {
+        P::PHASES.contains(&phase)
+    }
+
+    fn run_phase(&self, kong: &MockKong, phase: Phase) {
+        kong.with(|s| s.begin(phase));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| {
+            let pdk = Kong::new(kong);
+            match phase {
+                Phase::Certificate => self.plugin.certificate(&pdk),
+                Phase::Rewrite => self.plugin.rewrite(&pdk),
+                Phase::Access => self.plugin.access(&pdk),
+                Phase::Response => self.plugin.response(&pdk),
+                Phase::Preread => self.plugin.preread(&pdk),
+                Phase::Log => self.plugin.log(&pdk),
+            }
+        }))
+        .map_err(|payload| panic_message(payload.as_ref()));
+        kong.with(|s| s.finish(result));
+    }
+}
+
+/// The config with the keys Kong adds to every plugin config (spec §7.1).
+fn with_bookkeeping(config_json: &str, name: &str) -> String {
+    let Ok(Json::Object(mut config)) = serde_json::from_str::<Json>(config_json) else {
+        return config_json.to_string();
+    };
+    let bookkeeping = [
+        (
+            "__key__",
+            json!(format!("plugins:{name}:::::{WORKSPACE_ID}")),
+        ),
+        ("__plugin_id", json!(PLUGIN_ID)),
+        ("__seq__", json!(1)),
+        ("__ws_id", json!(WORKSPACE_ID)),
+    ];
+    for (key, value) in bookkeeping {
+        config.entry(key).or_insert(value);
+    }
+    Json::Object(config).to_string()
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic with a non-string payload".to_string())
+}
