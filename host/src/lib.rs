@@ -6,7 +6,9 @@
 //! our replies); [`dispatch`] answers each request, keeping plugin instances in [`instances`] and
 //! running phase handlers as [`events`] on [`executor`] threads.
 
+pub mod cli;
 pub mod client;
+pub mod dedicated;
 pub mod dispatch;
 pub mod doctor;
 pub mod dump;
@@ -19,6 +21,7 @@ pub mod kong_conf;
 pub mod loader;
 pub mod lock;
 pub mod metrics;
+mod plugin_entry;
 pub mod rpc;
 pub mod server;
 mod sharded;

@@ -18,9 +18,10 @@ pub struct ServingLock {
     _file: File,
 }
 
-/// Takes the socket dir's serving lock, waiting (standing by) while another process holds it.
-pub fn acquire(socket_dir: &Path) -> io::Result<ServingLock> {
-    let path = socket_dir.join(".kong-rust-host.lock");
+/// Takes the socket dir's serving lock for `server` (`kong-rust-host`, or a dedicated server's
+/// plugin name), waiting (standing by) while another process holds it.
+pub fn acquire(socket_dir: &Path, server: &str) -> io::Result<ServingLock> {
+    let path = socket_dir.join(format!(".{server}.lock"));
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)

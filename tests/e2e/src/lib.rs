@@ -14,6 +14,8 @@ use std::{
 pub struct Artifacts {
     pub host: PathBuf,
     pub hello: PathBuf,
+    /// rust-hello's dedicated server binary (`--features server`).
+    pub hello_server: PathBuf,
     pub bench: PathBuf,
     pub faulty: PathBuf,
     pub not_a_plugin: PathBuf,
@@ -57,6 +59,8 @@ pub fn artifacts() -> &'static Artifacts {
             "kong-rust-host",
             "-p",
             "rust-hello",
+            "--features",
+            "rust-hello/server",
             "-p",
             "rust-bench",
             "-p",
@@ -81,6 +85,7 @@ pub fn artifacts() -> &'static Artifacts {
         Artifacts {
             host: debug.join("kong-rust-host"),
             hello: debug.join("librust_hello.so"),
+            hello_server: debug.join("rust-hello"),
             bench: debug.join("librust_bench.so"),
             faulty: debug.join("libfixture_faulty.so"),
             not_a_plugin: debug.join("libfixture_not_a_plugin.so"),
@@ -168,18 +173,34 @@ impl Host {
 
     /// Starts the host without waiting for anything.
     pub fn spawn(plugins_dir: &Path, socket_dir: &Path, extra_args: &[&str]) -> Host {
-        let mut child = Command::new(&artifacts().host)
+        let mut command = Command::new(&artifacts().host);
+        command
             .arg("serve")
             .arg("--plugins-dir")
             .arg(plugins_dir)
             .arg("--socket-dir")
             .arg(socket_dir)
-            .args(extra_args)
+            .args(extra_args);
+        Host::launch(command, socket_dir)
+    }
+
+    /// Starts a plugin's dedicated server, `binary -kong-prefix <socket_dir>`, and waits until
+    /// it is ready.
+    pub fn start_dedicated(binary: &Path, socket_dir: &Path) -> Host {
+        let mut command = Command::new(binary);
+        command.arg("-kong-prefix").arg(socket_dir);
+        let host = Host::launch(command, socket_dir);
+        host.wait_for_log("ready: serving", Duration::from_secs(20));
+        host
+    }
+
+    fn launch(mut command: Command, socket_dir: &Path) -> Host {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start kong-rust-host");
+            .expect("start the server");
         let log = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = Arc::clone(&log);

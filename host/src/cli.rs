@@ -1,0 +1,539 @@
+//! The `kong-rust-host` command line, and the serving both it and a plugin's dedicated server
+//! ([`crate::dedicated`]) run.
+
+use crate::{
+    dispatch, dump, events, executor, ids, instances, kong_conf, loader, lock, plugin_entry, server,
+};
+
+use clap::{Parser, Subcommand};
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::Duration,
+};
+
+#[derive(Parser)]
+#[command(version, about = "Serve Rust plugins to Kong Gateway")]
+struct Cli {
+    #[command(flatten)]
+    logging: Logging,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where log lines go and how much detail they carry.
+#[derive(clap::Args)]
+pub(crate) struct Logging {
+    /// More log detail: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// `text`: one readable line per event; `json`: one JSON object per line, for log shippers.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the plugins dir, the socket dir and the running host; exit 1 if anything fails.
+    Doctor {
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+    },
+    /// Print the running host's status (instances, events in flight) as JSON.
+    Status {
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+        /// The socket to ask (default: the first in the dir); any socket of the host answers.
+        #[arg(long, value_name = "NAME")]
+        socket: Option<String>,
+    },
+    /// Load every plugin in the plugins dir and serve each on <socket-dir>/<name>.socket.
+    Serve(ServeArgs),
+    /// Print the query-command JSON Kong reads (only JSON goes to stdout).
+    Dump {
+        /// The plugin to describe (Kong 3.9+ registers only the first plugin of a dump).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every plugin in the directory (Kong 3.0–3.8 single-entry use).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+    },
+    /// Print the kong.conf lines for every plugin in the plugins dir.
+    KongConf {
+        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+        plugins_dir: PathBuf,
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+        #[arg(long, value_enum, default_value = "3.9")]
+        kong_version: kong_conf::KongVersion,
+        /// Path of this binary as Kong should run it (default: this executable).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Kong 3.0–3.8 only: one pluginserver_names entry NAME, one process and one socket
+        /// for every plugin (`serve --single-socket`, `dump --all`).
+        #[arg(long, value_name = "NAME")]
+        single_socket: Option<String>,
+    },
+}
+
+/// Runs the `kong-rust-host` command line.
+pub fn main() -> ExitCode {
+    let args = match plugin_entry::rewrite(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("kong-rust-host: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
+    cli.logging.init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Status { socket_dir, socket } => status(&socket_dir, socket.as_deref()),
+        Command::Doctor {
+            plugins_dir,
+            socket_dir,
+        } => {
+            let (report, failed) = crate::doctor::check(&plugins_dir, &socket_dir);
+            print!("{report}");
+            if failed {
+                Err("doctor found problems (FAIL lines above)".into())
+            } else {
+                Ok(())
+            }
+        }
+        Command::Dump {
+            name,
+            all: _,
+            plugins_dir,
+        } => dump(name.as_deref(), &plugins_dir),
+        Command::KongConf {
+            plugins_dir,
+            socket_dir,
+            kong_version,
+            single_socket,
+            binary,
+        } => kong_conf(
+            &plugins_dir,
+            &socket_dir,
+            kong_version,
+            binary,
+            single_socket.as_deref(),
+        ),
+    };
+    exit_code(result)
+}
+
+/// Failure is one log line saying what to fix, and exit status 1.
+pub(crate) fn exit_code(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl Logging {
+    /// Logs go to stderr (Kong captures it; stdout is reserved for `dump`'s JSON).
+    pub(crate) fn init(&self) {
+        let default = match self.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        let logs = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .with_target(false);
+        match self.log_format {
+            LogFormat::Text => logs.init(),
+            LogFormat::Json => logs.json().init(),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+    plugins_dir: PathBuf,
+    /// Serve only these plugins (repeatable). One host serves a socket dir: processes serving
+    /// different subsets need different socket dirs.
+    #[arg(long = "only", value_name = "NAME")]
+    only: Vec<String>,
+    /// Serve every plugin on one socket, <socket-dir>/<NAME>.socket, instead of one socket per
+    /// plugin: Kong 3.0–3.8 with a single pluginserver_names entry and `dump --all`.
+    #[arg(long, value_name = "NAME")]
+    single_socket: Option<String>,
+    #[command(flatten)]
+    options: ServeOptions,
+}
+
+/// How to serve, whichever plugins are served: the options `serve` and a dedicated server share.
+#[derive(clap::Args)]
+pub(crate) struct ServeOptions {
+    /// Where the sockets go: Kong's prefix (3.9+ looks for <prefix>/<plugin>.socket).
+    #[arg(
+        long,
+        env = "KONG_RUST_SOCKET_DIR",
+        visible_alias = "kong-prefix",
+        default_value = "/usr/local/kong"
+    )]
+    pub(crate) socket_dir: PathBuf,
+    /// Permission bits of the socket files, in octal. Kong's nginx workers must be able to
+    /// connect: run the host as Kong's user or give the sockets Kong's group.
+    #[arg(long, default_value = "0660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Group (name or number) to give the socket files.
+    #[arg(long, value_parser = parse_group)]
+    socket_group: Option<libc::gid_t>,
+    /// Seconds Kong may stay silent within an event (or a handler may run between PDK calls)
+    /// before the event is reclaimed. Kong's own read timeout is 60 s.
+    #[arg(long, default_value_t = 65)]
+    event_timeout: u64,
+    /// Largest message accepted from Kong, in bytes; a larger one closes the connection.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_frame_bytes: usize,
+    /// Open connections at most, over all sockets; more are closed at once.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Live instance ids at most; StartInstance beyond it is refused (the request fails).
+    #[arg(long, default_value_t = 65536)]
+    max_instances: usize,
+    /// Events of one plugin in flight at most; beyond it the request fails with 503 (or goes
+    /// through, for --fail-open plugins), so one stuck plugin cannot take every thread.
+    #[arg(long, default_value_t = 256)]
+    max_events_per_plugin: usize,
+    /// Plugin threads at most (each in-flight event holds one while it waits for Kong).
+    #[arg(long, default_value_t = 1024)]
+    max_plugin_threads: usize,
+    /// Let requests through when this plugin fails or is overloaded, instead of ending them
+    /// with 500/503 (repeatable). For plugins whose failure must not block traffic.
+    #[arg(long = "fail-open", value_name = "NAME")]
+    fail_open: Vec<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics; a loopback address only (127.0.0.1:9542).
+    #[arg(long, value_name = "ADDR", value_parser = parse_loopback)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Seconds to let in-flight events finish after SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10)]
+    shutdown_grace: u64,
+}
+
+fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:9542"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: metrics are served on loopback only"
+        ));
+    }
+    Ok(addr)
+}
+
+fn parse_mode(text: &str) -> Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|mode| *mode <= 0o777)
+        .ok_or_else(|| format!("{text:?} is not an octal permission mode like 0660"))
+}
+
+fn parse_group(text: &str) -> Result<libc::gid_t, String> {
+    if let Ok(gid) = text.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(text).map_err(|_| format!("bad group name {text:?}"))?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result is read at once, before any
+    // other call could reuse its static buffer (this runs once, while parsing arguments).
+    let group = unsafe { libc::getgrnam(name.as_ptr()) };
+    if group.is_null() {
+        return Err(format!("no group named {text:?}"));
+    }
+    Ok(unsafe { (*group).gr_gid })
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    // Plugins are loaded only once this process serves: a standby picks up the dir as it is
+    // when it takes over.
+    let serving = lock_socket_dir(&args.options.socket_dir, "kong-rust-host")?;
+    let mut plugins = load_plugins(&args.plugins_dir)?;
+    if !args.only.is_empty() {
+        for wanted in &args.only {
+            if !plugins.iter().any(|p| &p.name == wanted) {
+                return Err(format!(
+                    "--only {wanted}: no such plugin in {}",
+                    args.plugins_dir.display()
+                ));
+            }
+        }
+        plugins.retain(|p| args.only.contains(&p.name));
+    }
+    serve_plugins(plugins, args.single_socket, &args.options, serving)
+}
+
+pub(crate) fn lock_socket_dir(
+    socket_dir: &Path,
+    server: &str,
+) -> Result<lock::ServingLock, String> {
+    lock::acquire(socket_dir, server)
+        .map_err(|error| format!("cannot lock socket dir {}: {error}", socket_dir.display()))
+}
+
+/// Serves `plugins` until a signal (one socket each, or all on `single_socket`), holding the
+/// socket dir's lock throughout.
+pub(crate) fn serve_plugins(
+    plugins: Vec<loader::LoadedPlugin>,
+    single_socket: Option<String>,
+    options: &ServeOptions,
+    _serving: lock::ServingLock,
+) -> Result<(), String> {
+    for name in &options.fail_open {
+        if !plugins.iter().any(|p| &p.name == name) {
+            return Err(format!(
+                "--fail-open {name}: this host serves no such plugin"
+            ));
+        }
+    }
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    let summary: Vec<String> = plugins
+        .iter()
+        .map(|p| {
+            let phases: Vec<&str> = p.phases.iter().map(|phase| phase.as_str()).collect();
+            format!("{} {} ({})", p.name, p.version, phases.join(", "))
+        })
+        .collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("socket")
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(async move {
+        let access = server::SocketAccess {
+            mode: options.socket_mode,
+            group: options.socket_group,
+        };
+        let sockets: Vec<(String, dispatch::Serves)> = match &single_socket {
+            Some(name) => vec![(name.clone(), dispatch::Serves::All)],
+            None => names
+                .iter()
+                .map(|name| {
+                    (
+                        name.clone(),
+                        dispatch::Serves::One(Arc::from(name.as_str())),
+                    )
+                })
+                .collect(),
+        };
+        let listeners = server::bind(&options.socket_dir, &sockets, access)
+            .map_err(|error| error.to_string())?;
+        let dispatcher = Arc::new(dispatch::Dispatcher::new(
+            plugins,
+            instances::Instances::new(ids::InstanceIds::new(
+                options.socket_dir.join(".kong-rust-host.ids"),
+            )),
+            events::Events::new(Duration::from_secs(options.event_timeout)),
+            executor::Executor::new(options.max_plugin_threads),
+            dispatch::Policy {
+                max_instances: options.max_instances,
+                max_events_per_plugin: options.max_events_per_plugin,
+                fail_open: options.fail_open.clone(),
+            },
+        ));
+        if let Some(addr) = options.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+            tokio::spawn(server::serve_metrics(listener, Arc::clone(&dispatcher)));
+        }
+        tracing::info!(
+            "ready: serving {} on {} (pid {})",
+            summary.join("; "),
+            options.socket_dir.display(),
+            std::process::id()
+        );
+        server::run(
+            dispatcher,
+            listeners,
+            server::Limits {
+                max_frame_bytes: options.max_frame_bytes,
+                max_depth: 128,
+                max_connections: options.max_connections,
+            },
+            shutdown_signal(),
+            Duration::from_secs(options.shutdown_grace),
+        )
+        .await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM (what Kong sends), SIGINT, or the parent nginx worker going away: a server orphaned
+/// by a dead worker would otherwise keep running beside the one the new worker starts.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let orphaned = async {
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        if parent == 1 {
+            // Started by init/systemd (or a container's pid 1): there is no worker to outlive.
+            std::future::pending::<()>().await;
+        }
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if unsafe { libc::getppid() } != parent {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        _ = orphaned => tracing::info!("parent process exited: stopping"),
+    }
+}
+
+/// Loads every plugin in `dir`, logging one line per file that cannot be used; an error when
+/// nothing loads.
+fn load_plugins(dir: &Path) -> Result<Vec<loader::LoadedPlugin>, String> {
+    let (plugins, errors) = read_plugins_dir(dir)?;
+    for error in &errors {
+        tracing::error!("skipping {error}");
+    }
+    if plugins.is_empty() {
+        return Err(format!("no plugin could be loaded from {}", dir.display()));
+    }
+    Ok(plugins)
+}
+
+type DirContents = (Vec<loader::LoadedPlugin>, Vec<loader::LoadError>);
+
+fn read_plugins_dir(dir: &Path) -> Result<DirContents, String> {
+    loader::load_dir(dir)
+        .map_err(|error| format!("cannot read plugins dir {}: {error}", dir.display()))
+}
+
+fn dump(name: Option<&str>, plugins_dir: &Path) -> Result<(), String> {
+    let plugins = match name {
+        Some(name) => vec![find_plugin(name, plugins_dir)?],
+        None => load_plugins(plugins_dir)?,
+    };
+    println!("{}", dump::dump(&plugins));
+    Ok(())
+}
+
+/// Finds one plugin by name, trying the file names a cargo build gives it before loading the
+/// whole directory: Kong runs the query command once per plugin at every start.
+fn find_plugin(name: &str, plugins_dir: &Path) -> Result<loader::LoadedPlugin, String> {
+    let stem = name.replace('-', "_");
+    for candidate in [
+        format!("lib{stem}.so"),
+        format!("{name}.so"),
+        format!("{stem}.so"),
+    ] {
+        let path = plugins_dir.join(candidate);
+        if path.is_file() {
+            if let Ok(plugin) = loader::load_file(&path) {
+                if plugin.name == name {
+                    return Ok(plugin);
+                }
+            }
+        }
+    }
+    let (plugins, errors) = read_plugins_dir(plugins_dir)?;
+    plugins.into_iter().find(|p| p.name == name).ok_or_else(|| {
+        let skipped: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!(
+            "plugin {name} not found in {}{}",
+            plugins_dir.display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; files that failed to load: {}", skipped.join("; "))
+            }
+        )
+    })
+}
+
+fn kong_conf(
+    plugins_dir: &Path,
+    socket_dir: &Path,
+    version: kong_conf::KongVersion,
+    binary: Option<PathBuf>,
+    single_socket: Option<&str>,
+) -> Result<(), String> {
+    if single_socket.is_some() && version == kong_conf::KongVersion::V3_9 {
+        return Err(
+            "--single-socket is for Kong 3.0–3.8: Kong 3.9+ registers only the first plugin of an entry"
+                .into(),
+        );
+    }
+    let plugins = load_plugins(plugins_dir)?;
+    let binary = match binary {
+        Some(binary) => binary,
+        None => std::env::current_exe()
+            .map_err(|error| format!("cannot locate this executable: {error}"))?,
+    };
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    print!(
+        "{}",
+        kong_conf::render(
+            version,
+            single_socket,
+            &names,
+            &absolute(&binary),
+            &absolute(plugins_dir),
+            &absolute(socket_dir)
+        )
+    );
+    Ok(())
+}
+
+/// Asks the running host for `plugin.GetStatus` on one of its sockets.
+fn status(socket_dir: &Path, socket: Option<&str>) -> Result<(), String> {
+    let path = match socket {
+        Some(name) => socket_dir.join(format!("{name}.socket")),
+        None => {
+            let mut sockets: Vec<PathBuf> = std::fs::read_dir(socket_dir)
+                .map_err(|error| format!("cannot read {}: {error}", socket_dir.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|path| path.extension().is_some_and(|ext| ext == "socket"))
+                .collect();
+            sockets.sort();
+            sockets.into_iter().next().ok_or_else(|| {
+                format!(
+                    "no socket in {}: is the host running?",
+                    socket_dir.display()
+                )
+            })?
+        }
+    };
+    let reply = crate::client::call(&path, "plugin.GetStatus", rmpv::Value::Nil)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    let json: serde_json::Value = rmpv::ext::from_value(reply)
+        .map_err(|error| format!("unexpected status reply: {error}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).expect("JSON values serialize")
+    );
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! Dedicated mode: a plugin crate's own server binary, as Kong's Go, Python and JS servers
+//! offer. The plugin is compiled in (no `.so`, no plugins dir) and served on
+//! `<socket-dir>/<name>.socket` by the same code as `kong-rust-host serve`.
+//!
+//! In the plugin crate, behind a feature so the `cdylib` does not depend on the host:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]
+//!
+//! [features]
+//! server = ["dep:kong-rust-host"]
+//!
+//! [dependencies]
+//! kong-rust-host = { version = "0.1", optional = true }
+//!
+//! [[bin]]
+//! name = "my-plugin"
+//! path = "src/bin/server.rs"
+//! required-features = ["server"]
+//! ```
+//!
+//! and `src/bin/server.rs`:
+//!
+//! ```ignore
+//! fn main() -> std::process::ExitCode {
+//!     kong_rust_host::dedicated::main::<my_plugin::MyPlugin>()
+//! }
+//! ```
+//!
+//! Installed as `/usr/local/bin/<plugin-name>`, the binary is what Kong 3.9 runs by default for
+//! `pluginserver_names = <plugin-name>`: start command `/usr/local/bin/<name>` (serves on
+//! `/usr/local/kong/<name>.socket`), query command `/usr/local/bin/<name> -dump`.
+
+use crate::{
+    cli::{self, Logging, ServeOptions},
+    dump,
+    loader::LoadedPlugin,
+};
+use clap::{CommandFactory, FromArgMatches, Parser};
+use kong_rust_pdk::export::{root_module, Exported};
+use std::{ffi::OsString, path::PathBuf, process::ExitCode};
+
+#[derive(Parser)]
+#[command(about = "Serve one Rust plugin to Kong Gateway")]
+struct DedicatedCli {
+    /// Print the query-command JSON Kong reads (`-dump` also works, as Kong 3.9 calls it).
+    #[arg(long)]
+    dump: bool,
+    #[command(flatten)]
+    logging: Logging,
+    #[command(flatten)]
+    options: ServeOptions,
+}
+
+/// Go-style single-dash long flags, which Kong's defaults and Go plugin servers use.
+const SINGLE_DASH: [&str; 3] = ["-dump", "-kong-prefix", "-help"];
+
+/// Runs plugin `P`'s dedicated server: `-dump`, or serve until SIGTERM.
+pub fn main<P: Exported>() -> ExitCode {
+    let args = std::env::args_os().map(|arg| match arg.to_str() {
+        Some(word) if SINGLE_DASH.contains(&word) => OsString::from(format!("-{word}")),
+        _ => arg,
+    });
+    let command = DedicatedCli::command().name(P::NAME).version(P::VERSION);
+    let cli = match DedicatedCli::from_arg_matches(&command.get_matches_from(args)) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    cli.logging.init();
+    let origin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(P::NAME));
+    let result = LoadedPlugin::from_module(root_module::<P>(), &origin).and_then(|plugin| {
+        if cli.dump {
+            println!("{}", dump::dump(&[plugin]));
+            return Ok(());
+        }
+        let serving = cli::lock_socket_dir(&cli.options.socket_dir, P::NAME)?;
+        cli::serve_plugins(vec![plugin], None, &cli.options, serving)
+    });
+    cli::exit_code(result)
+}

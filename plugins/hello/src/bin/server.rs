@@ -1,0 +1,6 @@
+//! `rust-hello` on its own: installed as /usr/local/bin/rust-hello, Kong 3.9 starts and queries
+//! it with no kong.conf settings beyond `plugins` and `pluginserver_names`.
+
+fn main() -> std::process::ExitCode {
+    kong_rust_host::dedicated::main::<rust_hello::Hello>()
+}
