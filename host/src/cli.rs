@@ -2,8 +2,10 @@
 //! ([`crate::dedicated`]) run.
 
 use crate::{
-    dispatch, dump, events, executor, ids, instances, kong_conf, loader, lock, plugin_entry, server,
+    dispatch, dump, events, executor, handoff, ids, instances, kong_conf, loader, lock,
+    plugin_entry, server,
 };
+use tokio::runtime::Handle;
 
 use clap::{Parser, Subcommand};
 use std::{
@@ -232,6 +234,11 @@ pub(crate) struct ServeOptions {
     /// Seconds to let in-flight events finish after SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     shutdown_grace: u64,
+    /// Take over from the host serving the socket dir, without a refused or dropped call: its
+    /// listening sockets and live instances at once, its open connections as they come free;
+    /// it exits when it has no event left. Without a running host, start as usual.
+    #[arg(long)]
+    pub(crate) upgrade: bool,
 }
 
 fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
@@ -268,11 +275,7 @@ fn parse_group(text: &str) -> Result<libc::gid_t, String> {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
-    // Plugins are loaded only once this process serves: a standby picks up the dir as it is
-    // when it takes over.
-    let serving = lock_socket_dir(&args.options.socket_dir, "kong-rust-host")?;
-    let mut plugins = load_plugins(&args.plugins_dir)?;
-    if !args.only.is_empty() {
+    let only = |mut plugins: Vec<loader::LoadedPlugin>| {
         for wanted in &args.only {
             if !plugins.iter().any(|p| &p.name == wanted) {
                 return Err(format!(
@@ -281,26 +284,81 @@ fn serve(args: ServeArgs) -> Result<(), String> {
                 ));
             }
         }
-        plugins.retain(|p| args.only.contains(&p.name));
-    }
+        if !args.only.is_empty() {
+            plugins.retain(|p| args.only.contains(&p.name));
+        }
+        Ok(plugins)
+    };
+    let (serving, plugins) = start_serving(&args.options, "kong-rust-host", || {
+        load_plugins(&args.plugins_dir).and_then(only)
+    })?;
     serve_plugins(plugins, args.single_socket, &args.options, serving)
 }
 
-pub(crate) fn lock_socket_dir(
-    socket_dir: &Path,
+/// The right to serve a socket dir, and what the host this one replaces handed over.
+pub(crate) struct Serving {
+    /// `kong-rust-host`, or a dedicated server's plugin name: names the lock and control socket.
+    server: String,
+    lock: lock::ServingLock,
+    takeover: Option<handoff::Incoming>,
+}
+
+/// Takes the socket dir: from the host serving it (`--upgrade`), or by its lock, standing by
+/// while another process holds it. Plugins are loaded before an upgrade (the old host serves
+/// meanwhile) and after a standby (it picks up the dir as it is when it takes over).
+pub(crate) fn start_serving(
+    options: &ServeOptions,
     server: &str,
-) -> Result<lock::ServingLock, String> {
-    lock::acquire(socket_dir, server)
-        .map_err(|error| format!("cannot lock socket dir {}: {error}", socket_dir.display()))
+    load: impl FnOnce() -> Result<Vec<loader::LoadedPlugin>, String>,
+) -> Result<(Serving, Vec<loader::LoadedPlugin>), String> {
+    let dir = &options.socket_dir;
+    let lock = || {
+        lock::acquire(dir, server)
+            .map_err(|error| format!("cannot lock socket dir {}: {error}", dir.display()))
+    };
+    if !options.upgrade {
+        let lock = lock()?;
+        let plugins = load()?;
+        let serving = Serving {
+            server: server.into(),
+            lock,
+            takeover: None,
+        };
+        return Ok((serving, plugins));
+    }
+    let plugins = load()?;
+    let takeover = handoff::take_over(dir, server).map_err(|error| {
+        format!(
+            "--upgrade: cannot take over from the host serving {}: {error}",
+            dir.display()
+        )
+    })?;
+    let lock = match &takeover {
+        Some(incoming) => incoming
+            .lock
+            .try_clone()
+            .and_then(lock::ServingLock::inherit)
+            .map_err(|error| format!("--upgrade: cannot take the serving lock: {error}"))?,
+        None => {
+            tracing::info!("--upgrade: no host serves {}: starting", dir.display());
+            lock()?
+        }
+    };
+    let serving = Serving {
+        server: server.into(),
+        lock,
+        takeover,
+    };
+    Ok((serving, plugins))
 }
 
 /// Serves `plugins` until a signal (one socket each, or all on `single_socket`), holding the
-/// socket dir's lock throughout.
+/// socket dir's lock throughout, or until a successor takes over.
 pub(crate) fn serve_plugins(
     plugins: Vec<loader::LoadedPlugin>,
     single_socket: Option<String>,
     options: &ServeOptions,
-    _serving: lock::ServingLock,
+    serving: Serving,
 ) -> Result<(), String> {
     for name in &options.fail_open {
         if !plugins.iter().any(|p| &p.name == name) {
@@ -317,6 +375,16 @@ pub(crate) fn serve_plugins(
             format!("{} {} ({})", p.name, p.version, phases.join(", "))
         })
         .collect();
+    let Serving {
+        server: server_name,
+        lock,
+        takeover,
+    } = serving;
+    let limits = server::Limits {
+        max_frame_bytes: options.max_frame_bytes,
+        max_depth: 128,
+        max_connections: options.max_connections,
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -340,8 +408,21 @@ pub(crate) fn serve_plugins(
                 })
                 .collect(),
         };
-        let listeners = server::bind(&options.socket_dir, &sockets, access)
+        let (mut inherited, control, forward, adopted) = match takeover {
+            Some(incoming) => (
+                incoming.listeners,
+                Some(incoming.control),
+                Some(incoming.forward),
+                incoming.instances,
+            ),
+            None => Default::default(),
+        };
+        let listeners = server::bind(&options.socket_dir, &sockets, access, &mut inherited)
             .map_err(|error| error.to_string())?;
+        for name in inherited.keys() {
+            tracing::info!("no longer serving {name}: removing its socket");
+            let _ = std::fs::remove_file(options.socket_dir.join(format!("{name}.socket")));
+        }
         let dispatcher = Arc::new(dispatch::Dispatcher::new(
             plugins,
             instances::Instances::new(ids::InstanceIds::new(
@@ -355,11 +436,31 @@ pub(crate) fn serve_plugins(
                 fail_open: options.fail_open.clone(),
             },
         ));
+        dispatcher.adopt(adopted);
+        if let Some(forward) = forward {
+            let forwarder = handoff::Forwarder::new(forward, limits)
+                .map_err(|error| format!("--upgrade: {error}"))?;
+            dispatcher.forward_to_predecessor(forwarder);
+        }
+        let server = server::Server::new(Arc::clone(&dispatcher), limits, &listeners)
+            .map_err(|error| format!("cannot keep the listening sockets: {error}"))?;
+        let control_path = handoff::control_path(&options.socket_dir, &server_name);
+        let lock_fd = lock
+            .share()
+            .map_err(|error| format!("cannot share the serving lock: {error}"))?;
+        let upgrades = handoff::listen(&control_path)
+            .map_err(|error| format!("cannot bind {}: {error}", control_path.display()))?;
+        handoff::offer(upgrades, Arc::clone(&server), lock_fd, Handle::current());
         if let Some(addr) = options.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
             tokio::spawn(server::serve_metrics(listener, Arc::clone(&dispatcher)));
+        }
+        if let Some(control) = control {
+            control
+                .finish(Arc::clone(&server), Handle::current())
+                .map_err(|error| format!("--upgrade: the old host went away: {error}"))?;
         }
         tracing::info!(
             "ready: serving {} on {} (pid {})",
@@ -367,18 +468,17 @@ pub(crate) fn serve_plugins(
             options.socket_dir.display(),
             std::process::id()
         );
-        server::run(
-            dispatcher,
-            listeners,
-            server::Limits {
-                max_frame_bytes: options.max_frame_bytes,
-                max_depth: 128,
-                max_connections: options.max_connections,
-            },
-            shutdown_signal(),
-            Duration::from_secs(options.shutdown_grace),
-        )
-        .await;
+        let stopped = server
+            .run(
+                listeners,
+                shutdown_signal(),
+                Duration::from_secs(options.shutdown_grace),
+            )
+            .await;
+        if stopped == server::Stopped::Signal {
+            let _ = std::fs::remove_file(&control_path);
+        }
+        drop(lock);
         tracing::info!("stopped");
         Ok(())
     })

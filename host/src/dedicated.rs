@@ -69,13 +69,12 @@ pub fn main<P: Exported>() -> ExitCode {
     };
     cli.logging.init();
     let origin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(P::NAME));
-    let result = LoadedPlugin::from_module(root_module::<P>(), &origin).and_then(|plugin| {
-        if cli.dump {
-            println!("{}", dump::dump(&[plugin]));
-            return Ok(());
-        }
-        let serving = cli::lock_socket_dir(&cli.options.socket_dir, P::NAME)?;
-        cli::serve_plugins(vec![plugin], None, &cli.options, serving)
-    });
+    let load = || LoadedPlugin::from_module(root_module::<P>(), &origin).map(|p| vec![p]);
+    let result = if cli.dump {
+        load().map(|plugin| println!("{}", dump::dump(&plugin)))
+    } else {
+        cli::start_serving(&cli.options, P::NAME, load)
+            .and_then(|(serving, plugin)| cli::serve_plugins(plugin, None, &cli.options, serving))
+    };
     cli::exit_code(result)
 }

@@ -3,6 +3,7 @@
 use crate::{
     events::{Event, Events, InFlight, Yield},
     executor::Executor,
+    handoff::{Adopted, Forwarder},
     ids::EventIds,
     instances::Instances,
     loader::LoadedPlugin,
@@ -66,6 +67,9 @@ pub struct Dispatcher {
     executor: Executor,
     /// Set on SIGTERM: in-flight events finish, new ones are refused.
     draining: AtomicBool,
+    /// The host this one replaced, while it still runs events of its own: Steps for events
+    /// unknown here go to it.
+    predecessor: parking_lot::Mutex<Option<Arc<Forwarder>>>,
 }
 
 /// Kong's own wording for an internal error (its 500 body), used when a handler fails.
@@ -100,7 +104,50 @@ impl Dispatcher {
             event_ids: EventIds::starting_now(),
             executor,
             draining: AtomicBool::new(false),
+            predecessor: parking_lot::Mutex::new(None),
         }
+    }
+
+    pub fn instances(&self) -> &Instances {
+        &self.instances
+    }
+
+    /// Whether `message` is a Step of an event running here.
+    pub fn owns_step(&self, message: &Value) -> bool {
+        rpc::step_event_id(message).is_some_and(|id| self.events.get(id).is_some())
+    }
+
+    /// Takes over the instance ids of the host this one replaced, so Kong's workers keep
+    /// using them; an id whose plugin or config no longer loads is left for Kong to restart
+    /// ("no plugin instance", spec §9.4).
+    pub fn adopt(&self, adopted: Vec<Adopted>) {
+        let count = adopted.len();
+        let mut kept = 0;
+        for Adopted { id, plugin, config } in adopted {
+            let Some(served) = self.plugins.get(&plugin) else {
+                continue;
+            };
+            match self
+                .instances
+                .adopt(&served.plugin, config.to_string().as_bytes(), id)
+            {
+                Ok(_) => kept += 1,
+                Err(error) => tracing::warn!("instance {id} of {plugin} not taken over: {error}"),
+            }
+        }
+        if count > 0 {
+            tracing::info!("took over {kept} of {count} instance ids");
+        }
+    }
+
+    /// Sends Steps of unknown events to the host this one replaced (`serve --upgrade`).
+    pub fn forward_to_predecessor(&self, forwarder: Forwarder) {
+        *self.predecessor.lock() = Some(Arc::new(forwarder));
+    }
+
+    /// The predecessor has no event left.
+    pub fn forget_predecessor(&self) {
+        self.predecessor.lock().take();
     }
 
     pub fn start_draining(&self) {
@@ -278,10 +325,20 @@ impl Dispatcher {
         event_id: u64,
         result: Result<Vec<u8>, String>,
     ) -> Result<Vec<u8>, String> {
-        let event = self
-            .events
-            .get(event_id)
-            .ok_or_else(|| format!("event id {event_id} not found"))?;
+        let Some(event) = self.events.get(event_id) else {
+            let predecessor = self.predecessor.lock().clone();
+            return match predecessor {
+                Some(forwarder) => {
+                    let request = rpc::step_request(
+                        msgid,
+                        event_id,
+                        result.as_deref().map_err(String::as_str),
+                    );
+                    forwarder.call(&request, self.events.idle_timeout).await
+                }
+                None => Err(format!("event id {event_id} not found")),
+            };
+        };
         let next = self.events.resume(&event, result)?;
         Ok(self.answer(msgid, &event, next).await)
     }

@@ -83,6 +83,26 @@ impl Instances {
     /// StartInstance. Runs the plugin's constructor when this config has no live instance yet:
     /// call it on a plugin thread.
     pub fn start(&self, plugin: &Arc<LoadedPlugin>, config_json: &[u8]) -> Result<i64, String> {
+        self.start_as(plugin, config_json, None)
+    }
+
+    /// Takes over `id` from the host this one replaces (`serve --upgrade`), so Kong's workers
+    /// keep using the ids they hold. Runs the constructor like `start`.
+    pub fn adopt(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        config_json: &[u8],
+        id: i64,
+    ) -> Result<i64, String> {
+        self.start_as(plugin, config_json, Some(id))
+    }
+
+    fn start_as(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        config_json: &[u8],
+        given_id: Option<i64>,
+    ) -> Result<i64, String> {
         let config = canonical_config(config_json)?;
         let key = Arc::new((plugin.name.clone(), config.to_string()));
         loop {
@@ -129,7 +149,7 @@ impl Instances {
                 },
             };
             drop(state);
-            let id = self.ids.next();
+            let id = given_id.unwrap_or_else(|| self.ids.next());
             self.by_id.insert(
                 id as u64,
                 IdEntry {

@@ -15,6 +15,7 @@ pub mod dump;
 pub mod events;
 pub mod executor;
 pub mod frame;
+pub mod handoff;
 pub mod ids;
 pub mod instances;
 pub mod kong_conf;

@@ -9,13 +9,13 @@
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read, Seek, Write},
-    os::fd::AsRawFd,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::Path,
 };
 
 /// Held for the life of the serving process; the kernel releases it when the process exits.
 pub struct ServingLock {
-    _file: File,
+    file: File,
 }
 
 /// Takes the socket dir's serving lock for `server` (`kong-rust-host`, or a dedicated server's
@@ -43,11 +43,29 @@ pub fn acquire(socket_dir: &Path, server: &str) -> io::Result<ServingLock> {
             socket_dir.display()
         );
     }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "{}", std::process::id())?;
-    file.flush()?;
-    Ok(ServingLock { _file: file })
+    ServingLock::held(file)
+}
+
+impl ServingLock {
+    /// The lock a predecessor handed over (`serve --upgrade`): the same open file, so the
+    /// kernel's lock passes to this process without ever being free.
+    pub fn inherit(fd: OwnedFd) -> io::Result<ServingLock> {
+        ServingLock::held(File::from(fd))
+    }
+
+    /// Records this process as the holder, for standby processes' log lines.
+    fn held(mut file: File) -> io::Result<ServingLock> {
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(ServingLock { file })
+    }
+
+    /// A descriptor of the locked file, to hand to a successor.
+    pub fn share(&self) -> io::Result<OwnedFd> {
+        self.file.as_fd().try_clone_to_owned()
+    }
 }
 
 /// `flock(2)`; `Ok(false)` when a non-blocking attempt finds the lock taken.

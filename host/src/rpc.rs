@@ -264,6 +264,46 @@ pub fn step_reply(msgid: MsgId, event_id: u64, data: StepData<'_>) -> Vec<u8> {
     out
 }
 
+/// The event a Step request (any Step method, or StepError) is for.
+pub fn step_event_id(message: &Value) -> Option<u64> {
+    let Value::Array(parts) = message else {
+        return None;
+    };
+    let method = parts.get(2)?.as_str()?;
+    if !(STEP_METHODS.contains(&method) || method == "plugin.StepError") {
+        return None;
+    }
+    match parts.get(3)? {
+        Value::Array(params) => event_id(params.first()?),
+        _ => None,
+    }
+}
+
+/// `[0, msgid, "plugin.Step" | "plugin.StepError", [{"EventId": id, "Data": data}]]`: a Step
+/// passed on to the host that runs the event. `data`: the encoded result, or Kong's error.
+pub fn step_request(msgid: MsgId, event_id: u64, data: Result<&[u8], &str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    enc::write_array_len(&mut out, 4).expect("Vec write");
+    enc::write_pfix(&mut out, 0).expect("Vec write");
+    rmpv::encode::write_value(&mut out, &Value::Integer(msgid)).expect("Vec write");
+    let method = if data.is_ok() {
+        "plugin.Step"
+    } else {
+        "plugin.StepError"
+    };
+    enc::write_str(&mut out, method).expect("Vec write");
+    enc::write_array_len(&mut out, 1).expect("Vec write");
+    enc::write_map_len(&mut out, 2).expect("Vec write");
+    enc::write_str(&mut out, "EventId").expect("Vec write");
+    enc::write_uint(&mut out, event_id).expect("Vec write");
+    enc::write_str(&mut out, "Data").expect("Vec write");
+    match data {
+        Ok(encoded) => out.extend_from_slice(encoded),
+        Err(message) => enc::write_str(&mut out, message).expect("Vec write"),
+    }
+    out
+}
+
 /// `[2, "serverPid", pid]`: lets Kong notice a restarted server (spec §7.6).
 pub fn server_pid_notification(pid: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);

@@ -3,11 +3,13 @@
 use crate::{
     dispatch::{Dispatcher, Outcome, Serves},
     frame::Scanner,
-    rpc,
+    handoff, rpc,
     throttle::Throttle,
 };
 use std::{
+    collections::HashMap,
     io,
+    os::fd::{AsFd, OwnedFd},
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
@@ -31,6 +33,8 @@ pub struct Limits {
 
 /// A bound socket and what it serves.
 pub struct Listener {
+    /// `<name>.socket`: what a successor binds it as (`serve --upgrade`).
+    pub name: String,
     pub path: PathBuf,
     pub serves: Serves,
     listener: UnixListener,
@@ -46,24 +50,36 @@ pub struct SocketAccess {
 }
 
 /// Binds `<socket_dir>/<name>.socket` for each (name, what it serves), replacing stale socket
-/// files.
+/// files, or takes the socket from `inherited` (handed over by the host this one replaces).
+/// Call within the tokio runtime.
 pub fn bind(
     socket_dir: &Path,
     sockets: &[(String, Serves)],
     access: SocketAccess,
+    inherited: &mut HashMap<String, OwnedFd>,
 ) -> io::Result<Vec<Listener>> {
     sockets
         .iter()
         .map(|(name, serves)| {
             let path = socket_dir.join(format!("{name}.socket"));
-            remove_stale(&path)?;
-            let listener = bind_restricted(&path, access).map_err(|error| {
-                io::Error::new(
-                    error.kind(),
-                    format!("cannot bind {}: {error}", path.display()),
-                )
-            })?;
+            let listener = match inherited.remove(name) {
+                Some(fd) => {
+                    let listener = std::os::unix::net::UnixListener::from(fd);
+                    listener.set_nonblocking(true)?;
+                    UnixListener::from_std(listener)?
+                }
+                None => {
+                    remove_stale(&path)?;
+                    bind_restricted(&path, access).map_err(|error| {
+                        io::Error::new(
+                            error.kind(),
+                            format!("cannot bind {}: {error}", path.display()),
+                        )
+                    })?
+                }
+            };
             Ok(Listener {
+                name: name.clone(),
                 path,
                 serves: serves.clone(),
                 listener,
@@ -75,7 +91,7 @@ pub fn bind(
 /// Binds with a umask that leaves the socket usable by its owner only, then opens it up to
 /// `access`: no window in which others could connect. Runs at start-up, before anything else in
 /// the process creates files, so the process-wide umask change is harmless.
-fn bind_restricted(path: &Path, access: SocketAccess) -> io::Result<UnixListener> {
+pub(crate) fn bind_restricted(path: &Path, access: SocketAccess) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     // SAFETY: umask has no preconditions; the previous mask is restored below.
     let previous = unsafe { libc::umask(0o177) };
@@ -104,69 +120,176 @@ fn remove_stale(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Serves until `shutdown` completes, then stops accepting, removes the sockets, and waits up to
-/// `grace` for in-flight events to finish.
-pub async fn run(
-    dispatcher: Arc<Dispatcher>,
-    listeners: Vec<Listener>,
+/// The sockets' side of a serving host: accepts Kong's connections and runs them.
+pub struct Server {
+    pub dispatcher: Arc<Dispatcher>,
     limits: Limits,
-    shutdown: impl std::future::Future<Output = ()>,
-    grace: Duration,
-) {
-    let mut accepting = JoinSet::new();
-    let open = Arc::new(OpenConnections::default());
-    let paths: Vec<PathBuf> = listeners.iter().map(|l| l.path.clone()).collect();
-    for Listener {
-        path,
-        serves,
-        listener,
-    } in listeners
-    {
-        let dispatcher = Arc::clone(&dispatcher);
-        let open = Arc::clone(&open);
-        accepting.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        let Some(slot) = open.take(limits.max_connections) else {
-                            drop(stream);
-                            continue;
-                        };
-                        let (dispatcher, serves) = (Arc::clone(&dispatcher), serves.clone());
-                        tokio::spawn(async move {
-                            serve_connection(stream, dispatcher, serves, limits).await;
-                            drop(slot);
-                        });
-                    }
-                    Err(error) => {
-                        tracing::warn!("accept on {} failed: {error}", path.display());
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+    open: Arc<OpenConnections>,
+    /// What each socket name serves, for connections a predecessor hands over.
+    serves: HashMap<String, Serves>,
+    /// Set when a successor takes over (`serve --upgrade`): connections move to it.
+    pub outgoing: Arc<handoff::Outgoing>,
+    /// Copies of the listening sockets, by name, to hand to a successor.
+    pub(crate) listener_fds: Vec<(String, OwnedFd)>,
+}
+
+/// How [`Server::run`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// A signal: the sockets were removed.
+    Signal,
+    /// A successor serves the sockets now; they stay.
+    HandedOver,
+}
+
+impl Server {
+    pub fn new(
+        dispatcher: Arc<Dispatcher>,
+        limits: Limits,
+        listeners: &[Listener],
+    ) -> io::Result<Arc<Self>> {
+        let listener_fds = listeners
+            .iter()
+            .map(|l| Ok((l.name.clone(), l.listener.as_fd().try_clone_to_owned()?)))
+            .collect::<io::Result<_>>()?;
+        Ok(Arc::new(Server {
+            listener_fds,
+            dispatcher,
+            limits,
+            open: Arc::default(),
+            serves: listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.serves.clone()))
+                .collect(),
+            outgoing: Arc::default(),
+        }))
+    }
+
+    /// Kong connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.count.load(Ordering::Acquire)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, removes the sockets, and waits
+    /// up to `grace` for in-flight events to finish; or until a successor has taken every
+    /// connection over.
+    pub async fn run(
+        self: &Arc<Self>,
+        listeners: Vec<Listener>,
+        shutdown: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> Stopped {
+        let mut accepting = JoinSet::new();
+        let paths: Vec<PathBuf> = listeners.iter().map(|l| l.path.clone()).collect();
+        for listener in listeners {
+            accepting.spawn(Arc::clone(self).accept(listener));
+        }
+        let reaper = tokio::spawn(reap(Arc::clone(&self.dispatcher)));
+        let mut ready = self.outgoing.ready.subscribe();
+        let stopped = tokio::select! {
+            _ = shutdown => Stopped::Signal,
+            _ = ready.wait_for(|ready| *ready) => Stopped::HandedOver,
+        };
+        accepting.shutdown().await;
+        match stopped {
+            Stopped::Signal => {
+                for path in &paths {
+                    let _ = std::fs::remove_file(path);
+                }
+                self.drain(grace).await;
+            }
+            Stopped::HandedOver => {
+                tracing::info!("the new host accepts now: handing over open connections");
+                self.outgoing.finished.notified().await;
+            }
+        }
+        reaper.abort();
+        stopped
+    }
+
+    async fn accept(self: Arc<Self>, listener: Listener) {
+        let name: Arc<str> = Arc::from(listener.name.as_str());
+        loop {
+            match listener.listener.accept().await {
+                Ok((stream, _)) => {
+                    self.spawn_connection(stream, &name, listener.serves.clone(), Vec::new(), true)
+                }
+                Err(error) => {
+                    tracing::warn!("accept on {} failed: {error}", listener.path.display());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
+        }
+    }
+
+    /// Runs a Kong connection accepted on socket `name`, or handed over from a predecessor
+    /// (`fresh` false) with the bytes it had read of it.
+    pub fn spawn_connection(
+        self: &Arc<Self>,
+        stream: UnixStream,
+        name: &Arc<str>,
+        serves: Serves,
+        buffered: Vec<u8>,
+        fresh: bool,
+    ) {
+        let Some(slot) = self.open.take(self.limits.max_connections) else {
+            return;
+        };
+        let connection = Connection {
+            server: Arc::clone(self),
+            name: Arc::clone(name),
+            serves,
+        };
+        tokio::spawn(async move {
+            connection.serve(stream, buffered, fresh).await;
+            drop(slot);
         });
     }
-    let reaper = tokio::spawn(reap(Arc::clone(&dispatcher)));
-    shutdown.await;
-    accepting.shutdown().await;
-    for path in &paths {
-        let _ = std::fs::remove_file(path);
+
+    /// Runs a connection handed over by a predecessor.
+    pub fn adopt_connection(self: &Arc<Self>, fd: OwnedFd, name: &str, buffered: Vec<u8>) {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!("cannot take over a connection: {error}");
+                return;
+            }
+        };
+        let serves = self.serves.get(name).cloned().unwrap_or(Serves::All);
+        self.spawn_connection(stream, &Arc::from(name), serves, buffered, false);
     }
-    dispatcher.start_draining();
-    let waited = tokio::time::timeout(grace, async {
-        while dispatcher.events.in_flight() > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+
+    /// Serves the predecessor's end of a forwarding connection: never counted, never handed
+    /// over (it is how the successor reaches this process's events).
+    pub fn serve_forwarded(self: &Arc<Self>, stream: UnixStream) {
+        let connection = Connection {
+            server: Arc::clone(self),
+            name: Arc::from(""),
+            serves: Serves::All,
+        };
+        tokio::spawn(async move { connection.serve_to_end(stream).await });
+    }
+
+    async fn drain(&self, grace: Duration) {
+        self.dispatcher.start_draining();
+        let waited = tokio::time::timeout(grace, async {
+            while self.dispatcher.events.in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        if waited.is_err() {
+            tracing::warn!(
+                "{} events still in flight after {}s; exiting anyway",
+                self.dispatcher.events.in_flight(),
+                grace.as_secs()
+            );
         }
-    })
-    .await;
-    if waited.is_err() {
-        tracing::warn!(
-            "{} events still in flight after {}s; exiting anyway",
-            dispatcher.events.in_flight(),
-            grace.as_secs()
-        );
     }
-    reaper.abort();
 }
 
 /// Counts open connections against `--max-connections`.
@@ -211,52 +334,143 @@ async fn reap(dispatcher: Arc<Dispatcher>) {
 }
 
 /// One Kong connection: requests in, exactly one reply per request out, strictly in turn.
-async fn serve_connection(
-    mut stream: UnixStream,
-    dispatcher: Arc<Dispatcher>,
+struct Connection {
+    server: Arc<Server>,
+    /// The socket it came in on, for a successor to know what it serves.
+    name: Arc<str>,
     serves: Serves,
-    limits: Limits,
-) {
-    if let Err(error) = stream
-        .write_all(&rpc::server_pid_notification(std::process::id()))
-        .await
-    {
-        tracing::debug!("connection closed before the serverPid notification: {error}");
-        return;
-    }
-    let mut buffer: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut scanner = Scanner::new(limits.max_frame_bytes, limits.max_depth);
-    loop {
-        loop {
-            let len = match scanner.scan(&buffer) {
-                Ok(Some(len)) => len,
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!("closing a connection: {error}");
-                    return;
-                }
-            };
-            let message = match rmpv::decode::read_value(&mut &buffer[..len]) {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!("closing a connection: undecodable MessagePack: {error}");
-                    return;
-                }
-            };
-            buffer.drain(..len);
-            let reply = match dispatcher.dispatch(&serves, message).await {
-                Outcome::Reply(reply) => reply,
-                Outcome::Close(reason) => {
-                    tracing::warn!("closing a connection: {reason}");
-                    return;
-                }
-            };
-            if let Err(error) = stream.write_all(&reply).await {
-                tracing::warn!("Kong closed the connection before the reply was written: {error}");
+}
+
+/// What a connection does next while this process hands over to a successor.
+enum Turn {
+    Serve,
+    HandOver,
+}
+
+impl Connection {
+    async fn serve(self, mut stream: UnixStream, buffered: Vec<u8>, fresh: bool) {
+        // A handed-over connection sits in Kong's pool between calls: an unsolicited
+        // notification now would be read as the reply to its next call (spec §6.1).
+        if fresh {
+            if let Err(error) = stream
+                .write_all(&rpc::server_pid_notification(std::process::id()))
+                .await
+            {
+                tracing::debug!("connection closed before the serverPid notification: {error}");
                 return;
             }
         }
-        match stream.read_buf(&mut buffer).await {
+        let mut buffer = buffered;
+        buffer.reserve(8 * 1024);
+        let mut scanner = self.scanner();
+        let mut handing_over = self.server.outgoing.ready.subscribe();
+        loop {
+            loop {
+                let len = match scanner.scan(&buffer) {
+                    Ok(Some(len)) => len,
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!("closing a connection: {error}");
+                        return;
+                    }
+                };
+                let Some(message) = decode(&buffer[..len]) else {
+                    return;
+                };
+                if let Turn::HandOver = self.turn(&message) {
+                    return self.hand_over(stream, buffer);
+                }
+                buffer.drain(..len);
+                if !self.answer(&mut stream, message).await {
+                    return;
+                }
+            }
+            if let Turn::HandOver = self.turn_when_idle() {
+                return self.hand_over(stream, buffer);
+            }
+            let read = tokio::select! {
+                read = stream.read_buf(&mut buffer) => read,
+                _ = handing_over.wait_for(|ready| *ready) => continue,
+            };
+            if !self.read_more(read, &buffer) {
+                return;
+            }
+        }
+    }
+
+    /// The predecessor's side of a forwarding connection: every request answered here.
+    async fn serve_to_end(self, mut stream: UnixStream) {
+        let mut buffer = Vec::with_capacity(8 * 1024);
+        let mut scanner = self.scanner();
+        loop {
+            while let Ok(Some(len)) = scanner.scan(&buffer) {
+                let Some(message) = decode(&buffer[..len]) else {
+                    return;
+                };
+                buffer.drain(..len);
+                if !self.answer(&mut stream, message).await {
+                    return;
+                }
+            }
+            let read = stream.read_buf(&mut buffer).await;
+            if !self.read_more(read, &buffer) {
+                return;
+            }
+        }
+    }
+
+    fn scanner(&self) -> Scanner {
+        let limits = self.server.limits;
+        Scanner::new(limits.max_frame_bytes, limits.max_depth)
+    }
+
+    /// Once a successor accepts, only Steps of this process's own events are answered here.
+    fn turn(&self, message: &rmpv::Value) -> Turn {
+        if !self.server.outgoing.handing_over() || self.server.dispatcher.owns_step(message) {
+            Turn::Serve
+        } else {
+            Turn::HandOver
+        }
+    }
+
+    fn turn_when_idle(&self) -> Turn {
+        if self.server.outgoing.handing_over() {
+            Turn::HandOver
+        } else {
+            Turn::Serve
+        }
+    }
+
+    fn hand_over(&self, stream: UnixStream, buffered: Vec<u8>) {
+        match stream.into_std() {
+            Ok(stream) => self.server.outgoing.transfer(handoff::Transfer {
+                name: self.name.to_string(),
+                buffered,
+                fd: stream.into(),
+            }),
+            Err(error) => tracing::warn!("cannot hand over a connection: {error}"),
+        }
+    }
+
+    /// Answers one request; false when the connection must close.
+    async fn answer(&self, stream: &mut UnixStream, message: rmpv::Value) -> bool {
+        let reply = match self.server.dispatcher.dispatch(&self.serves, message).await {
+            Outcome::Reply(reply) => reply,
+            Outcome::Close(reason) => {
+                tracing::warn!("closing a connection: {reason}");
+                return false;
+            }
+        };
+        if let Err(error) = stream.write_all(&reply).await {
+            tracing::warn!("Kong closed the connection before the reply was written: {error}");
+            return false;
+        }
+        true
+    }
+
+    /// Whether to go on after a read into `buffer`.
+    fn read_more(&self, read: io::Result<usize>, buffer: &[u8]) -> bool {
+        match read {
             Ok(0) => {
                 if !buffer.is_empty() {
                     tracing::debug!(
@@ -264,13 +478,23 @@ async fn serve_connection(
                         buffer.len()
                     );
                 }
-                return;
+                false
             }
-            Ok(_) => {}
+            Ok(_) => true,
             Err(error) => {
                 tracing::debug!("connection read failed: {error}");
-                return;
+                false
             }
+        }
+    }
+}
+
+fn decode(frame: &[u8]) -> Option<rmpv::Value> {
+    match rmpv::decode::read_value(&mut &frame[..]) {
+        Ok(message) => Some(message),
+        Err(error) => {
+            tracing::warn!("closing a connection: undecodable MessagePack: {error}");
+            None
         }
     }
 }

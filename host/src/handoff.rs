@@ -1,0 +1,478 @@
+//! Restart without dropped calls (`serve --upgrade`), the way Pingora upgrades: the new process
+//! takes the running one's listening sockets, so Kong never meets a refused connection, then
+//! its open Kong connections one by one, so Kong never meets a closed one (spec §5: a pooled
+//! connection closed under Kong fails its next call, with no retry).
+//!
+//! On the serving process's control socket (`<socket-dir>/.<server>.upgrade`, owner only):
+//!
+//! 1. old → new: the serving lock, a connection to old for the Steps of its unfinished events,
+//!    every listening socket with its name, then the live instances (new adopts their ids, so
+//!    Kong's workers keep using the ids they hold);
+//! 2. new → old: `Ready`, once new accepts. Old stops accepting; each of its connections moves
+//!    to new at its next request (or at once when idle), with the bytes old read of it, except
+//!    a Step of an event still running in old, which old answers first;
+//! 3. old → new: `Done` when it holds no connection and no event; old exits and leaves the
+//!    sockets in place. Until then new forwards to old any Step for an event it does not know.
+//!
+//! Each message is a big-endian u32 length and that much JSON; a message may carry one file
+//! descriptor (SCM_RIGHTS) on its first bytes.
+
+use crate::{
+    frame::Scanner,
+    server::{bind_restricted, Limits, Server, SocketAccess},
+};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    io::{self, IoSlice, IoSliceMut, Read, Write},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+        unix::net::{UnixListener, UnixStream},
+    },
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    runtime::Handle,
+    sync::{watch, Notify},
+};
+
+/// The control socket of the process serving `socket_dir` as `server`.
+pub fn control_path(socket_dir: &Path, server: &str) -> PathBuf {
+    socket_dir.join(format!(".{server}.upgrade"))
+}
+
+/// What crosses the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Message {
+    /// Carries the serving lock's descriptor: new holds the lock once old exits.
+    Lock,
+    /// Carries a connection to old, served like Kong's, for Steps of old's events.
+    Forward,
+    /// Carries a listening socket, bound as `<socket-dir>/<name>.socket`.
+    Listener { name: String },
+    /// Old's live instance ids; ends old's offer.
+    Instances { instances: Vec<Adopted> },
+    /// New accepts on every socket: old stops accepting and hands over its connections.
+    Ready,
+    /// Carries a Kong connection accepted on socket `name`, and what old read of it unanswered.
+    Connection { name: String, buffered: Vec<u8> },
+    /// Old holds no connection and runs no event: it exits.
+    Done,
+}
+
+/// A live instance id new takes over.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Adopted {
+    pub id: i64,
+    pub plugin: String,
+    pub config: serde_json::Value,
+}
+
+/// A Kong connection on its way to the successor.
+pub struct Transfer {
+    pub name: String,
+    pub buffered: Vec<u8>,
+    pub fd: OwnedFd,
+}
+
+/// A serving process's side of being replaced.
+#[derive(Default)]
+pub struct Outgoing {
+    /// True once the successor accepts: from then on connections move to it.
+    pub(crate) ready: watch::Sender<bool>,
+    /// Where connections go to be sent; set just before `ready`.
+    transfers: Mutex<Option<mpsc::Sender<Transfer>>>,
+    /// Notified when the successor holds every connection and no event is left here.
+    pub(crate) finished: Notify,
+}
+
+impl Outgoing {
+    pub fn handing_over(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    pub(crate) fn transfer(&self, transfer: Transfer) {
+        if let Some(transfers) = &*self.transfers.lock() {
+            let _ = transfers.send(transfer);
+        }
+    }
+}
+
+/// Binds the control socket at `path`, for the owner only, replacing the predecessor's (a
+/// rename: there is always one to connect to).
+pub fn listen(path: &Path) -> io::Result<UnixListener> {
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}", std::process::id()));
+    let staging = PathBuf::from(staging);
+    let _ = std::fs::remove_file(&staging);
+    let access = SocketAccess {
+        mode: 0o600,
+        group: None,
+    };
+    let listener = bind_restricted(&staging, access)?;
+    std::fs::rename(&staging, path)?;
+    let listener = listener.into_std()?;
+    // Served by a blocking thread of its own.
+    listener.set_nonblocking(false)?;
+    Ok(listener)
+}
+
+/// Offers this process's sockets, instances and connections to a successor that connects to
+/// `control` (one at a time), on a thread of its own. `lock` is the serving lock's descriptor.
+pub fn offer(control: UnixListener, server: Arc<Server>, lock: OwnedFd, runtime: Handle) {
+    std::thread::Builder::new()
+        .name("upgrade".into())
+        .spawn(move || {
+            for stream in control.incoming() {
+                let stream = match stream {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!("upgrade socket: {error}");
+                        continue;
+                    }
+                };
+                match hand_over(&stream, &server, &lock, &runtime) {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!("upgrade abandoned, serving on: {error}"),
+                }
+            }
+        })
+        .expect("start the upgrade thread");
+}
+
+/// One successor's takeover; false when it went away before accepting (this process serves on).
+fn hand_over(
+    stream: &UnixStream,
+    server: &Arc<Server>,
+    lock: &OwnedFd,
+    runtime: &Handle,
+) -> io::Result<bool> {
+    let (ours, theirs) = UnixStream::pair()?;
+    ours.set_nonblocking(true)?;
+    let _guard = runtime.enter();
+    server.serve_forwarded(tokio::net::UnixStream::from_std(ours)?);
+    send(stream, &Message::Lock, Some(lock.as_raw_fd()))?;
+    send(stream, &Message::Forward, Some(theirs.as_raw_fd()))?;
+    for (name, fd) in &server.listener_fds {
+        let message = Message::Listener { name: name.clone() };
+        send(stream, &message, Some(fd.as_raw_fd()))?;
+    }
+    let instances = server
+        .dispatcher
+        .instances()
+        .ids()
+        .into_iter()
+        .map(|status| Adopted {
+            id: status.id,
+            plugin: status.plugin,
+            config: status.config,
+        })
+        .collect();
+    send(stream, &Message::Instances { instances }, None)?;
+    match receive(stream)? {
+        Some((Message::Ready, _)) => {}
+        Some((other, _)) => {
+            return Err(io::Error::other(format!("expected Ready, got {other:?}")));
+        }
+        None => return Ok(false),
+    }
+    let (transfers, handed) = mpsc::channel();
+    *server.outgoing.transfers.lock() = Some(transfers);
+    server.outgoing.ready.send_replace(true);
+    let mut moved = 0usize;
+    loop {
+        match handed.recv_timeout(Duration::from_millis(20)) {
+            Ok(Transfer { name, buffered, fd }) => {
+                send(
+                    stream,
+                    &Message::Connection { name, buffered },
+                    Some(fd.as_raw_fd()),
+                )?;
+                moved += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if server.open_connections() == 0 && server.dispatcher.events.in_flight() == 0 {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    send(stream, &Message::Done, None)?;
+    tracing::info!("handed over {moved} connections; no event left here");
+    server.outgoing.finished.notify_one();
+    Ok(true)
+}
+
+/// The successor's connection to its predecessor, for Steps of the predecessor's events.
+pub struct Forwarder {
+    connection: tokio::sync::Mutex<Forwarding>,
+}
+
+struct Forwarding {
+    stream: tokio::net::UnixStream,
+    buffer: Vec<u8>,
+    scanner: Scanner,
+}
+
+impl Forwarder {
+    /// Within the tokio runtime.
+    pub fn new(fd: OwnedFd, limits: Limits) -> io::Result<Self> {
+        let stream = UnixStream::from(fd);
+        stream.set_nonblocking(true)?;
+        Ok(Forwarder {
+            connection: tokio::sync::Mutex::new(Forwarding {
+                stream: tokio::net::UnixStream::from_std(stream)?,
+                buffer: Vec::with_capacity(1024),
+                scanner: Scanner::new(limits.max_frame_bytes, limits.max_depth),
+            }),
+        })
+    }
+
+    /// Sends one request, returns the predecessor's reply as it sent it.
+    pub async fn call(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        let mut connection = self.connection.lock().await;
+        let Forwarding {
+            stream,
+            buffer,
+            scanner,
+        } = &mut *connection;
+        let exchange = async {
+            stream.write_all(request).await?;
+            loop {
+                if let Some(len) = scanner.scan(buffer).map_err(io::Error::other)? {
+                    return Ok::<_, io::Error>(buffer.drain(..len).collect::<Vec<u8>>());
+                }
+                if stream.read_buf(buffer).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(error)) => Err(format!("the previous host did not answer: {error}")),
+            Err(_) => Err("the previous host did not answer in time".into()),
+        }
+    }
+}
+
+/// What the predecessor handed over.
+pub struct Incoming {
+    /// Tells the predecessor when this process accepts ([`Control::finish`]).
+    pub control: Control,
+    pub lock: OwnedFd,
+    pub forward: OwnedFd,
+    pub listeners: HashMap<String, OwnedFd>,
+    pub instances: Vec<Adopted>,
+}
+
+/// Asks the process serving `socket_dir` as `server` for its sockets; `None` when no process
+/// serves it (nothing to take over).
+pub fn take_over(socket_dir: &Path, server: &str) -> io::Result<Option<Incoming>> {
+    let control = match UnixStream::connect(control_path(socket_dir, server)) {
+        Ok(control) => control,
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(error) => return Err(error),
+    };
+    let (mut lock, mut forward, mut listeners) = (None, None, HashMap::new());
+    loop {
+        let missing = || io::Error::other("the running host sent a message without its socket");
+        match receive(&control)? {
+            Some((Message::Lock, fd)) => lock = Some(fd.ok_or_else(missing)?),
+            Some((Message::Forward, fd)) => forward = Some(fd.ok_or_else(missing)?),
+            Some((Message::Listener { name }, fd)) => {
+                listeners.insert(name, fd.ok_or_else(missing)?);
+            }
+            Some((Message::Instances { instances }, _)) => {
+                let incomplete = || io::Error::other("the running host's offer is incomplete");
+                return Ok(Some(Incoming {
+                    control: Control(control),
+                    lock: lock.ok_or_else(incomplete)?,
+                    forward: forward.ok_or_else(incomplete)?,
+                    listeners,
+                    instances,
+                }));
+            }
+            Some((other, _)) => {
+                return Err(io::Error::other(format!("unexpected {other:?}")));
+            }
+            None => return Err(io::Error::other("the running host hung up mid-offer")),
+        }
+    }
+}
+
+/// The control connection to the predecessor.
+pub struct Control(UnixStream);
+
+impl Control {
+    /// Tells the predecessor this process accepts, then runs the connections it hands over
+    /// until it is done.
+    pub fn finish(self, server: Arc<Server>, runtime: Handle) -> io::Result<()> {
+        send(&self.0, &Message::Ready, None)?;
+        let control = self.0;
+        std::thread::Builder::new()
+            .name("takeover".into())
+            .spawn(move || {
+                let mut moved = 0usize;
+                loop {
+                    match receive(&control) {
+                        Ok(Some((Message::Connection { name, buffered }, Some(fd)))) => {
+                            let _guard = runtime.enter();
+                            server.adopt_connection(fd, &name, buffered);
+                            moved += 1;
+                        }
+                        Ok(Some((Message::Done, _))) => {
+                            tracing::info!(
+                                "took over {moved} open connections; the previous host is done"
+                            );
+                            break;
+                        }
+                        Ok(Some((other, _))) => {
+                            tracing::warn!("previous host sent {other:?}; ignoring it");
+                        }
+                        Ok(None) | Err(_) => {
+                            tracing::warn!(
+                                "the previous host went away before it was done; its \
+                                 unfinished events are lost"
+                            );
+                            break;
+                        }
+                    }
+                }
+                server.dispatcher.forget_predecessor();
+            })?;
+        Ok(())
+    }
+}
+
+/// The largest message accepted: an instance list, well above any real one.
+const MAX_MESSAGE: usize = 256 << 20;
+
+/// Sends `message`, with `fd` attached when given.
+pub fn send(stream: &UnixStream, message: &Message, fd: Option<RawFd>) -> io::Result<()> {
+    let json = serde_json::to_vec(message).map_err(io::Error::other)?;
+    let mut bytes = Vec::with_capacity(4 + json.len());
+    bytes.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    bytes.extend_from_slice(&json);
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    let rights = [ControlMessage::ScmRights(&fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    let sent = loop {
+        match sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            control,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(io::Error::from)?,
+        }
+    };
+    (&*stream).write_all(&bytes[sent..])
+}
+
+/// Receives one message and the descriptor that came with it; `None` at end of stream.
+pub fn receive(stream: &UnixStream) -> io::Result<Option<(Message, Option<OwnedFd>)>> {
+    let mut prefix = [0u8; 4];
+    let mut filled = 0;
+    let mut fd = None;
+    while filled < prefix.len() {
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut prefix[filled..])];
+        let received = match recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => other.map_err(io::Error::from)?,
+        };
+        for control in received.cmsgs().map_err(io::Error::from)? {
+            if let ControlMessageOwned::ScmRights(fds) = control {
+                for raw in fds {
+                    // SAFETY: the kernel just installed `raw` in this process for us; nothing
+                    // else owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+        if received.bytes == 0 {
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        filled += received.bytes;
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("control message of {len} bytes"),
+        ));
+    }
+    let mut json = vec![0u8; len];
+    (&*stream).read_exact(&mut json)?;
+    let message = serde_json::from_slice(&json)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    Ok(Some((message, fd)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn messages_and_descriptors_cross_in_order() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (passed, mut kept) = UnixStream::pair().unwrap();
+        send(&a, &Message::Forward, Some(passed.as_fd().as_raw_fd())).unwrap();
+        send(
+            &a,
+            &Message::Connection {
+                name: "rust-hello".into(),
+                buffered: vec![0x94, 0],
+            },
+            None,
+        )
+        .unwrap();
+        drop(a);
+
+        let (first, fd) = receive(&b).unwrap().unwrap();
+        assert!(matches!(first, Message::Forward));
+        let mut received = UnixStream::from(fd.expect("a descriptor"));
+        received.write_all(b"ping").unwrap();
+        let mut got = [0u8; 4];
+        kept.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+
+        let (second, fd) = receive(&b).unwrap().unwrap();
+        assert!(fd.is_none());
+        match second {
+            Message::Connection { name, buffered } => {
+                assert_eq!((name.as_str(), buffered), ("rust-hello", vec![0x94, 0]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(receive(&b).unwrap().is_none());
+    }
+}
