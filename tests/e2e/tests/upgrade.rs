@@ -80,6 +80,7 @@ async fn upgrade_under_load_fails_no_call_and_serves_a_plugin_dropped_in_since()
         &failures[..1]
     );
     assert!(served > 100, "only {served} events ran");
+    println!("{served} events through the upgrade, {moved} connections moved, 0 failed");
     assert!(
         new.log().contains("took over 1 of 1 instance ids"),
         "{}",
