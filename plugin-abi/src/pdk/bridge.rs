@@ -1,9 +1,11 @@
+use super::{value, Headers};
 use crate::{
     abi::{Host, HostError, HostErrorKind, HostRef},
     Error, ErrorKind, Result,
 };
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use rmpv::Value;
+use serde::de::DeserializeOwned;
 
 /// Something that executes PDK calls: the host across the ABI, or an in-memory Kong in tests.
 pub trait Call {
@@ -71,6 +73,51 @@ impl<'a> Bridge<'a> {
                 format!("{method}: Kong returned {expected}"),
             )
         })
+    }
+
+    /// A call without arguments whose result is text.
+    pub(crate) fn text(&self, method: &str) -> Result<String> {
+        self.call_as(method, vec![], value::string)
+    }
+
+    /// A `get_header(name)` call: the header's first value, `None` when absent.
+    pub(crate) fn header(&self, method: &str, name: &str) -> Result<Option<String>> {
+        self.call_as(method, vec![Value::from(name)], value::optional_string)
+    }
+
+    /// A `get_headers(max_headers)` call: Kong's multi-map.
+    pub(crate) fn headers(&self, method: &str, max_headers: Option<u32>) -> Result<Headers> {
+        let args = max_headers.map(Value::from).into_iter().collect();
+        self.call_as(method, args, value::multi_map)
+    }
+
+    /// A `get_body(mimetype, …)` call (`method`) on a message whose headers `get_header` reads.
+    /// Kong's default `mimetype` is the message's `Content-Type`: when `later` arguments follow,
+    /// it is read here, since a nil would lose them (spec §6.3); without one Kong could not
+    /// decode the body, hence `None`.
+    pub(crate) fn body<T: DeserializeOwned>(
+        &self,
+        (method, get_header): (&str, &str),
+        mimetype: Option<&str>,
+        later: Vec<(Option<Value>, Value)>,
+    ) -> Result<Option<T>> {
+        let mimetype = match mimetype {
+            Some(mimetype) => Some(mimetype.to_string()),
+            None if later.iter().any(|(arg, _)| arg.is_some()) => {
+                match self.header(get_header, "content-type")? {
+                    Some(content_type) => Some(content_type),
+                    None => return Ok(None),
+                }
+            }
+            None => None,
+        };
+        let mut optional = vec![(mimetype.map(Value::from), Value::Nil)];
+        optional.extend(later);
+        self.call_as(
+            method,
+            value::with_optional(vec![], optional),
+            value::optional,
+        )
     }
 
     /// A call made for its effect: whatever Kong answers is ignored.

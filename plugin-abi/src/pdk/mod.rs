@@ -1,25 +1,70 @@
 //! The typed PDK: `kong.request.get_header("host")` and friends, named and grouped as in Kong's
-//! own documentation.
+//! own documentation, covering every PDK function an external plugin can call (spec §11).
+//!
+//! | Field of [`Kong`] | Kong module |
+//! |---|---|
+//! | [`client`](Client) (+ [`client.tls`](ClientTls)) | `kong.client`, `kong.client.tls` |
+//! | [`cluster`](Cluster) | `kong.cluster` |
+//! | [`ctx.shared`](Shared) | `kong.ctx.shared` |
+//! | [`ip`](Ip) | `kong.ip` |
+//! | [`log`](Log) | `kong.log` |
+//! | [`nginx`](Nginx) | `kong.nginx` |
+//! | [`node`](Node) | `kong.node` |
+//! | [`plugin`](PluginInfo) | `kong.plugin` |
+//! | [`request`](Request) | `kong.request` |
+//! | [`response`](Response) | `kong.response` |
+//! | [`router`](Router) | `kong.router` |
+//! | [`service`](Service) (+ [`service.request`](ServiceRequest), [`service.response`](ServiceResponse)) | `kong.service`, `kong.service.request`, `kong.service.response` |
+//! | [`telemetry`](Telemetry) | `kong.telemetry` |
+//! | [`vault`](Vault) | `kong.vault` |
 //!
 //! Every method encodes its arguments as MessagePack, makes one call through the host, and
 //! decodes Kong's answer, absorbing Kong's wire quirks (spec §6.2, §11.1): integral floats that
-//! arrive as integers, empty maps that arrive as empty arrays, strings that are not UTF-8.
+//! arrive as integers, empty maps that arrive as empty arrays, strings that are not UTF-8. It
+//! never leaves a `nil` before another argument (Kong would drop the rest, §6.3): an omitted
+//! optional argument followed by a given one is sent as Kong's default.
+//!
+//! Left out, because they cannot work for an external plugin: `kong.response.get_raw_body` and
+//! `set_raw_body` (body_filter only), `kong.service.set_tls_cert_key`, `set_tls_verify_store`
+//! and `set_target_retry_callback` (cdata or Lua function arguments). [`Kong::call_raw`] reaches
+//! any other function.
 
 mod bridge;
+mod client;
+mod cluster;
 mod ctx;
+mod de;
+pub mod entity;
+mod ip;
 mod log;
+mod nginx;
+mod node;
+mod plugin;
 mod request;
 mod response;
+mod router;
 mod service;
+mod telemetry;
 pub mod value;
+mod vault;
 
 pub use bridge::{Bridge, Call};
+pub use client::{Client, ClientTls, ClientVerify};
+pub use cluster::Cluster;
 pub use ctx::{Ctx, Shared};
-pub use log::Log;
-pub use request::Request;
-pub use response::Response;
-pub use service::{Service, ServiceRequest};
+pub use ip::Ip;
+pub use log::{Log, SerializeMode};
+pub use nginx::{Nginx, Statistics, Subsystem};
+pub use node::{Memory, MemoryStats, MemoryUnit, Node, SharedDictMemory, WorkerMemory};
+pub use plugin::PluginInfo;
+pub use request::{QueryArg, Request, UriCaptures};
+pub(crate) use response::default_error_message;
+pub use response::{Response, Source};
+pub use router::Router;
+pub use service::{Scheme, Service, ServiceRequest, ServiceResponse};
+pub use telemetry::Telemetry;
 pub use value::Headers;
+pub use vault::{Vault, VaultReference};
 
 use crate::Result;
 use rmpv::Value;
@@ -30,11 +75,20 @@ use rmpv::Value;
 /// Lua's `kong.service.request.set_header("x", "1")` is Rust's
 /// `kong.service.request.set_header("x", "1")?`.
 pub struct Kong<'a> {
+    pub client: Client<'a>,
+    pub cluster: Cluster<'a>,
     pub ctx: Ctx<'a>,
+    pub ip: Ip<'a>,
     pub log: Log<'a>,
+    pub nginx: Nginx<'a>,
+    pub node: Node<'a>,
+    pub plugin: PluginInfo<'a>,
     pub request: Request<'a>,
     pub response: Response<'a>,
+    pub router: Router<'a>,
     pub service: Service<'a>,
+    pub telemetry: Telemetry<'a>,
+    pub vault: Vault<'a>,
     bridge: Bridge<'a>,
 }
 
@@ -43,17 +97,26 @@ impl<'a> Kong<'a> {
     pub fn new(host: &'a dyn Call) -> Self {
         let bridge = Bridge::new(host);
         Kong {
+            client: Client::new(bridge),
+            cluster: Cluster::new(bridge),
             ctx: Ctx::new(bridge),
+            ip: Ip::new(bridge),
             log: Log::new(bridge),
+            nginx: Nginx::new(bridge),
+            node: Node::new(bridge),
+            plugin: PluginInfo::new(bridge),
             request: Request::new(bridge),
             response: Response::new(bridge),
+            router: Router::new(bridge),
             service: Service::new(bridge),
+            telemetry: Telemetry::new(bridge),
+            vault: Vault::new(bridge),
             bridge,
         }
     }
 
-    /// Calls any PDK function by its dotted name, for functions the typed PDK does not cover
-    /// (yet). `args` are positional; Kong's answer comes back undecoded.
+    /// Calls any PDK function by its dotted name, for functions the typed PDK does not cover.
+    /// `args` are positional; Kong's answer comes back undecoded.
     pub fn call_raw(&self, method: &str, args: Vec<Value>) -> Result<Value> {
         self.bridge.call(method, args)
     }

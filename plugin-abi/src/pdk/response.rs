@@ -1,6 +1,8 @@
 use super::{value, Bridge, Headers};
-use crate::Result;
+use crate::{Error, ErrorKind, Result};
 use rmpv::Value;
+use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
 
 /// `kong.response`: the response Kong sends to the client.
 #[derive(Clone, Copy)]
@@ -8,25 +10,71 @@ pub struct Response<'a> {
     bridge: Bridge<'a>,
 }
 
+/// Where the client response comes from (`kong.response.get_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Proxied from the service.
+    Service,
+    /// Produced by `kong.response.exit` or `kong.response.error` (also the 500 the host sends
+    /// for a failed handler).
+    Exit,
+    /// Produced by Kong after an error (a PDK call Kong raised on, a failed connection to the
+    /// service).
+    Error,
+}
+
+impl Source {
+    /// Kong's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Service => "service",
+            Source::Exit => "exit",
+            Source::Error => "error",
+        }
+    }
+}
+
 impl<'a> Response<'a> {
     pub(crate) fn new(bridge: Bridge<'a>) -> Self {
         Response { bridge }
     }
 
-    /// The status code Kong is sending (or sent, in the log phase).
+    /// The status code Kong is sending (or sent, in the log phase). Phases: response, log.
     pub fn get_status(&self) -> Result<u16> {
-        let status = self
-            .bridge
-            .call_as("kong.response.get_status", vec![], value::integer)?;
-        u16::try_from(status).map_err(|_| {
-            crate::Error::new(
-                crate::ErrorKind::UnexpectedResult,
-                format!("kong.response.get_status: {status} is not an HTTP status"),
-            )
-        })
+        self.bridge
+            .call_as("kong.response.get_status", vec![], value::u16_integer)
     }
 
-    /// Sets response header `name`, replacing any value it had.
+    /// First value of response header `name` (case-insensitive), `None` when absent.
+    /// Phases: response, log.
+    pub fn get_header(&self, name: &str) -> Result<Option<String>> {
+        self.bridge.header("kong.response.get_header", name)
+    }
+
+    /// Every response header, lower-case names; at most `max_headers` (Kong's default: 100).
+    /// Phases: response, log.
+    pub fn get_headers(&self, max_headers: Option<u32>) -> Result<Headers> {
+        self.bridge
+            .headers("kong.response.get_headers", max_headers)
+    }
+
+    /// Whether the response came from the service, an exit, or an error. Phases: response,
+    /// log.
+    pub fn get_source(&self) -> Result<Source> {
+        self.bridge
+            .call_as("kong.response.get_source", vec![], value::decode)
+    }
+
+    /// Sets the status sent to the client. Before proxying, the service's status wins.
+    /// Phases: rewrite, access, response.
+    pub fn set_status(&self, status: u16) -> Result<()> {
+        self.bridge
+            .call_unit("kong.response.set_status", vec![Value::from(status)])
+    }
+
+    /// Sets response header `name`, replacing any value it had (set before proxying, it
+    /// overrides the service's). Phases: rewrite, access, response.
     pub fn set_header(&self, name: &str, value: &str) -> Result<()> {
         self.bridge.call_unit(
             "kong.response.set_header",
@@ -34,9 +82,35 @@ impl<'a> Response<'a> {
         )
     }
 
+    /// Adds a value to response header `name`, keeping the ones it had.
+    /// Phases: rewrite, access, response.
+    pub fn add_header(&self, name: &str, value: &str) -> Result<()> {
+        self.bridge.call_unit(
+            "kong.response.add_header",
+            vec![Value::from(name), Value::from(value)],
+        )
+    }
+
+    /// Removes response header `name`. Phases: rewrite, access, response.
+    pub fn clear_header(&self, name: &str) -> Result<()> {
+        self.bridge
+            .call_unit("kong.response.clear_header", vec![Value::from(name)])
+    }
+
+    /// Sets each header of `headers` (with all its values), replacing the values they had;
+    /// other headers are kept. Phases: rewrite, access, response.
+    pub fn set_headers(&self, headers: &Headers) -> Result<()> {
+        self.bridge.call_unit(
+            "kong.response.set_headers",
+            vec![value::multi_map_value(headers)],
+        )
+    }
+
     /// Ends the request: Kong answers the client with `status`, `body` and `headers`, and the
     /// plugin's phase is over. Any PDK call after it fails with
     /// [`ErrorKind::EventEnded`](crate::ErrorKind::EventEnded): return from the handler.
+    /// Phases: rewrite, access, response, preread (stream: status 200, 400, 403, 500, 502 or
+    /// 503 only).
     pub fn exit(
         &self,
         status: u16,
@@ -44,10 +118,116 @@ impl<'a> Response<'a> {
         headers: Option<&Headers>,
     ) -> Result<()> {
         // Never leave a nil hole in Args (spec §6.3): the body is always sent, even empty.
-        let mut args = vec![Value::from(status), value::bytes_value(body.as_ref())];
-        if let Some(headers) = headers {
-            args.push(value::multi_map_value(headers));
-        }
+        self.exit_with(status, value::bytes_value(body.as_ref()), headers)
+    }
+
+    /// [`exit`](Response::exit) with a body Kong encodes as JSON and sends as
+    /// `application/json`: `body` must serialize to a map or a list.
+    pub fn exit_json<T: Serialize + ?Sized>(
+        &self,
+        status: u16,
+        body: &T,
+        headers: Option<&Headers>,
+    ) -> Result<()> {
+        let body = value::encode("kong.response.exit", body)?;
+        self.exit_with(status, body, headers)
+    }
+
+    fn exit_with(&self, status: u16, body: Value, headers: Option<&Headers>) -> Result<()> {
+        check_status("kong.response.exit", status, 100..=599)?;
+        let mut args = vec![Value::from(status), body];
+        args.extend(headers.map(value::multi_map_value));
         self.bridge.call_unit("kong.response.exit", args)
     }
+
+    /// Ends the request with an error: `status` (400–599) and `message` (Kong's default for the
+    /// status when `None`) in Kong's error body, formatted as the client's `Accept` header or a
+    /// `Content-Type` in `headers` asks (JSON, HTML, XML or text). Terminal like
+    /// [`exit`](Response::exit): later PDK calls fail with
+    /// [`ErrorKind::EventEnded`](crate::ErrorKind::EventEnded). Phases: rewrite, access,
+    /// response.
+    pub fn error(
+        &self,
+        status: u16,
+        message: Option<&str>,
+        headers: Option<&Headers>,
+    ) -> Result<()> {
+        check_status("kong.response.error", status, 400..=599)?;
+        let args = value::with_optional(
+            vec![Value::from(status)],
+            vec![
+                (
+                    message.map(Value::from),
+                    Value::from(default_error_message(status)),
+                ),
+                (headers.map(value::multi_map_value), Value::Nil),
+            ],
+        );
+        self.bridge.call_unit("kong.response.error", args)
+    }
+}
+
+/// Kong's own check, made here: Kong never answers a terminal call, so its error would reach
+/// only Kong's log, not the plugin.
+fn check_status(method: &str, status: u16, range: RangeInclusive<u16>) -> Result<()> {
+    if range.contains(&status) {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::InvalidCall,
+        format!(
+            "{method}: status {status} is not between {} and {}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// Kong's message for an error status when `kong.response.error` gets none.
+pub(crate) fn default_error_message(status: u16) -> String {
+    let known = match status {
+        400 => "Bad request",
+        401 => "Unauthorized",
+        402 => "Payment required",
+        403 => "Forbidden",
+        404 => "Not found",
+        405 => "Method not allowed",
+        406 => "Not acceptable",
+        407 => "Proxy authentication required",
+        408 => "Request timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length required",
+        412 => "Precondition failed",
+        413 => "Payload too large",
+        414 => "URI too long",
+        415 => "Unsupported media type",
+        416 => "Range not satisfiable",
+        417 => "Expectation failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected request",
+        422 => "Unprocessable entity",
+        423 => "Locked",
+        424 => "Failed dependency",
+        425 => "Too early",
+        426 => "Upgrade required",
+        428 => "Precondition required",
+        429 => "Too many requests",
+        431 => "Request header fields too large",
+        451 => "Unavailable for legal reasons",
+        494 => "Request header or cookie too large",
+        500 => "An unexpected error occurred",
+        501 => "Not implemented",
+        502 => "An invalid response was received from the upstream server",
+        503 => "The upstream server is currently unavailable",
+        504 => "The upstream server is timing out",
+        505 => "HTTP version not supported",
+        506 => "Variant also negotiates",
+        507 => "Insufficient storage",
+        508 => "Loop detected",
+        510 => "Not extended",
+        511 => "Network authentication required",
+        _ => return format!("The upstream server responded with {status}"),
+    };
+    known.to_string()
 }

@@ -1,6 +1,8 @@
 //! Decoding Kong's answers into Rust types, tolerant of lua-MessagePack's encoding (spec §6.2).
 
+pub use super::de::decode;
 use rmpv::Value;
+use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 
 /// Kong's multi-map (headers, query): every name maps to all its values, in order.
@@ -61,6 +63,86 @@ pub(crate) fn multi_map(value: Value) -> Result<Headers, String> {
     Ok(map)
 }
 
+/// `T` decoded from Kong's value, `None` when Kong returned nothing.
+pub(crate) fn optional<T: DeserializeOwned>(value: Value) -> Result<Option<T>, String> {
+    match value {
+        Value::Nil => Ok(None),
+        other => decode(other).map(Some),
+    }
+}
+
+/// A `true`-or-nothing result: whether Kong did it.
+pub(crate) fn done(value: Value) -> Result<bool, String> {
+    match value {
+        Value::Nil => Ok(false),
+        Value::Boolean(done) => Ok(done),
+        other => Err(format!("{other} where true or nothing was expected")),
+    }
+}
+
+pub(crate) fn boolean(value: Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("{value} where a boolean was expected"))
+}
+
+/// A Lua number: a float, or an integer for an integral value.
+pub(crate) fn number(value: Value) -> Result<f64, String> {
+    optional_number(value)?.ok_or_else(|| "nothing where a number was expected".to_string())
+}
+
+pub(crate) fn optional_number(value: Value) -> Result<Option<f64>, String> {
+    match &value {
+        Value::Nil => Ok(None),
+        Value::Integer(i) => Ok(i.as_f64()),
+        Value::F32(f) => Ok(Some(f64::from(*f))),
+        Value::F64(f) => Ok(Some(*f)),
+        _ => Err(format!("{value} where a number was expected")),
+    }
+}
+
+/// A port or a status code: an integer that fits in `u16`.
+pub(crate) fn u16_integer(value: Value) -> Result<u16, String> {
+    let n = integer(value)?;
+    u16::try_from(n).map_err(|_| format!("{n} where a port or status code was expected"))
+}
+
+/// Raw bytes: Kong sends bodies as `bin`, but a `str` carries the same Lua string.
+pub(crate) fn bytes(value: Value) -> Result<Vec<u8>, String> {
+    match value {
+        Value::Binary(bytes) => Ok(bytes),
+        Value::String(s) => Ok(s.into_bytes()),
+        other => Err(format!("{other} where bytes were expected")),
+    }
+}
+
+/// Positional arguments ending in optional ones. Absent ones at the end are left out; an absent
+/// one followed by a present one is sent as Kong's `default` for it, since Kong would drop
+/// every argument after a `nil` in `Args` (spec §6.3).
+pub(crate) fn with_optional(
+    mut args: Vec<Value>,
+    optional: Vec<(Option<Value>, Value)>,
+) -> Vec<Value> {
+    let present = optional
+        .iter()
+        .rposition(|(value, _)| value.is_some())
+        .map_or(0, |last| last + 1);
+    args.extend(
+        optional
+            .into_iter()
+            .take(present)
+            .map(|(value, default)| value.unwrap_or(default)),
+    );
+    args
+}
+
+/// A serializable argument of `method` as MessagePack for Kong.
+pub(crate) fn encode<T: Serialize + ?Sized>(method: &str, value: &T) -> crate::Result<Value> {
+    rmpv::ext::to_value(value).map_err(|error| {
+        crate::Error::new(crate::ErrorKind::InvalidCall, format!("{method}: {error}"))
+    })
+}
+
 /// Encodes a multi-map for `set_headers`-style calls.
 pub(crate) fn multi_map_value(map: &Headers) -> Value {
     Value::Map(
@@ -68,6 +150,23 @@ pub(crate) fn multi_map_value(map: &Headers) -> Value {
             .map(|(name, values)| {
                 let values = values.iter().map(|v| Value::from(v.as_str())).collect();
                 (Value::from(name.as_str()), Value::Array(values))
+            })
+            .collect(),
+    )
+}
+
+/// Encodes query arguments for `kong.service.request.set_query`: an empty list is a flag
+/// (`?name`, Lua's `true`), as `kong.request.get_query` reports one.
+pub(crate) fn query_value(args: &Headers) -> Value {
+    Value::Map(
+        args.iter()
+            .map(|(name, values)| {
+                let value = if values.is_empty() {
+                    Value::Boolean(true)
+                } else {
+                    Value::Array(values.iter().map(|v| Value::from(v.as_str())).collect())
+                };
+                (Value::from(name.as_str()), value)
             })
             .collect(),
     )

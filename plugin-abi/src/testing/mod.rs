@@ -111,3 +111,11 @@ pub use request::{
 };
 pub use rmpv::Value;
 pub use run::PluginTest;
+
+/// The names of the PDK functions the in-memory Kong answers that an external plugin can use:
+/// Kong's catalogue (spec §11) less the functions that need the body_filter phase or cdata. The
+/// typed PDK's tests check it covers exactly these.
+#[doc(hidden)]
+pub fn catalogue_names() -> Vec<&'static str> {
+    kong::usable_names()
+}

@@ -1,6 +1,7 @@
 //! What a run produced, for tests to assert on.
 
 use super::http;
+pub use crate::pdk::Source;
 use crate::{abi::Phase, pdk::Headers, Error, ErrorKind};
 use rmpv::Value;
 use serde::de::DeserializeOwned;
@@ -63,28 +64,6 @@ impl Outcome {
     /// The failures of `phase`.
     pub fn failures_in(&self, phase: Phase) -> Vec<&Failure> {
         self.failures.iter().filter(|f| f.phase == phase).collect()
-    }
-}
-
-/// Where the client response came from (`kong.response.get_source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// Proxied from the service.
-    Service,
-    /// Produced by `kong.response.exit` or `kong.response.error` (also the 500 the host sends
-    /// for a failed handler).
-    Exit,
-    /// Produced by Kong after an error (a PDK call Kong raised on).
-    Error,
-}
-
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Service => "service",
-            Source::Exit => "exit",
-            Source::Error => "error",
-        }
     }
 }
 

@@ -59,19 +59,50 @@ pub(super) struct Function {
     name: &'static str,
     pub(super) phases: Phases,
     pub(super) run: Run,
+    usable: bool,
 }
 
 const fn f(name: &'static str, phases: Phases, run: Run) -> Function {
-    Function { name, phases, run }
+    Function {
+        name,
+        phases,
+        run,
+        usable: true,
+    }
+}
+
+/// A function that exists in Kong but cannot work for an external plugin: `run` raises why.
+const fn unusable(name: &'static str, run: Run) -> Function {
+    Function {
+        name,
+        phases: ALL,
+        run,
+        usable: false,
+    }
 }
 
 pub(super) fn find(method: &str) -> Option<&'static Function> {
     CATALOGUE.iter().find(|function| function.name == method)
 }
 
-/// Functions that exist in Kong but cannot work for an external plugin.
-fn unusable(reason: &'static str) -> Answer {
-    Err(reason.to_string())
+/// The names of the functions an external plugin can use.
+pub(crate) fn usable_names() -> Vec<&'static str> {
+    CATALOGUE
+        .iter()
+        .filter(|function| function.usable)
+        .map(|function| function.name)
+        .collect()
+}
+
+fn body_filter_only(_: &mut State, _: &Args) -> Answer {
+    Err("only available in the body_filter phase, which external plugins cannot implement".into())
+}
+
+fn needs_cdata(_: &mut State, _: &Args) -> Answer {
+    Err(
+        "needs a cdata or Lua function argument, which cannot be sent over the plugin protocol"
+            .into(),
+    )
 }
 
 #[rustfmt::skip]
@@ -152,12 +183,8 @@ static CATALOGUE: &[Function] = &[
     f("kong.response.set_headers", phases!(R A P), response::set_headers),
     f("kong.response.exit", phases!(R A P S), response::exit),
     f("kong.response.error", phases!(R A P), response::error),
-    f("kong.response.get_raw_body", ALL, |_, _| {
-        unusable(BODY_FILTER_ONLY)
-    }),
-    f("kong.response.set_raw_body", ALL, |_, _| {
-        unusable(BODY_FILTER_ONLY)
-    }),
+    unusable("kong.response.get_raw_body", body_filter_only),
+    unusable("kong.response.set_raw_body", body_filter_only),
     // kong.router, kong.service (§11.6)
     f("kong.router.get_route", phases!(A P L), service::get_route),
     f("kong.router.get_service", phases!(A P L), service::get_service),
@@ -167,15 +194,9 @@ static CATALOGUE: &[Function] = &[
     f("kong.service.set_timeouts", phases!(A), service::set_timeouts),
     f("kong.service.set_tls_verify", phases!(R A S), service::set_tls_verify),
     f("kong.service.set_tls_verify_depth", phases!(R A S), service::set_tls_verify_depth),
-    f("kong.service.set_tls_cert_key", ALL, |_, _| {
-        unusable(NEEDS_CDATA)
-    }),
-    f("kong.service.set_tls_verify_store", ALL, |_, _| {
-        unusable(NEEDS_CDATA)
-    }),
-    f("kong.service.set_target_retry_callback", ALL, |_, _| {
-        unusable(NEEDS_CDATA)
-    }),
+    unusable("kong.service.set_tls_cert_key", needs_cdata),
+    unusable("kong.service.set_tls_verify_store", needs_cdata),
+    unusable("kong.service.set_target_retry_callback", needs_cdata),
     f("kong.service.request.enable_buffering", phases!(R A), service::enable_buffering),
     f("kong.service.request.set_scheme", phases!(R A), service::set_scheme),
     f("kong.service.request.set_path", phases!(R A), service::set_path),
@@ -203,8 +224,3 @@ static CATALOGUE: &[Function] = &[
     f("kong.vault.flush", ALL, support::nothing),
     f("kong.telemetry.log", ALL, support::nothing),
 ];
-
-const BODY_FILTER_ONLY: &str =
-    "only available in the body_filter phase, which external plugins cannot implement";
-const NEEDS_CDATA: &str =
-    "needs a cdata or Lua function argument, which cannot be sent over the plugin protocol";

@@ -2,6 +2,8 @@
 //! [`State`], with Kong's phase rules, its argument checks and its result encoding.
 
 mod catalogue;
+
+pub(crate) use catalogue::usable_names;
 mod client;
 mod request;
 mod response;

@@ -1,6 +1,7 @@
 //! `kong.response.*`: the response the client gets.
 
 use super::{header_of, headers_of, Answer, Args};
+use crate::pdk::default_error_message;
 use crate::testing::{
     http, lua,
     outcome::{Exit, LogLevel, Source},
@@ -145,7 +146,7 @@ pub(super) fn error(s: &mut State, a: &Args) -> Answer {
             content_type.to_string()
         }
     };
-    let message = message.unwrap_or_else(|| default_message(status));
+    let message = message.unwrap_or_else(|| default_error_message(status));
     let body = error_template(&content_type)
         .replacen("%s", &message, 1)
         .replacen("%s", REQUEST_ID, 1);
@@ -206,54 +207,6 @@ fn error_template(content_type: &str) -> &'static str {
         "text/plain" => "%s\nrequest_id: %s\n",
         _ => "{\n  \"message\":\"%s\",\n  \"request_id\":\"%s\"\n}",
     }
-}
-
-fn default_message(status: u16) -> String {
-    let known = match status {
-        400 => "Bad request",
-        401 => "Unauthorized",
-        402 => "Payment required",
-        403 => "Forbidden",
-        404 => "Not found",
-        405 => "Method not allowed",
-        406 => "Not acceptable",
-        407 => "Proxy authentication required",
-        408 => "Request timeout",
-        409 => "Conflict",
-        410 => "Gone",
-        411 => "Length required",
-        412 => "Precondition failed",
-        413 => "Payload too large",
-        414 => "URI too long",
-        415 => "Unsupported media type",
-        416 => "Range not satisfiable",
-        417 => "Expectation failed",
-        418 => "I'm a teapot",
-        421 => "Misdirected request",
-        422 => "Unprocessable entity",
-        423 => "Locked",
-        424 => "Failed dependency",
-        425 => "Too early",
-        426 => "Upgrade required",
-        428 => "Precondition required",
-        429 => "Too many requests",
-        431 => "Request header fields too large",
-        451 => "Unavailable for legal reasons",
-        494 => "Request header or cookie too large",
-        500 => "An unexpected error occurred",
-        501 => "Not implemented",
-        502 => "An invalid response was received from the upstream server",
-        503 => "The upstream server is currently unavailable",
-        504 => "The upstream server is timing out",
-        505 => "HTTP version not supported",
-        506 => "Variant also negotiates",
-        507 => "Insufficient storage",
-        508 => "Loop detected",
-        510 => "Not extended",
-        511 => "Network authentication required",
-        _ => return format!("The upstream server responded with {status}"),
-    };
-    known.to_string()
 }
 
 #[cfg(test)]
