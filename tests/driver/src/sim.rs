@@ -85,6 +85,8 @@ pub struct SimRequest {
     logs: Vec<(String, String)>,
     exit: Option<Exit>,
     unknown: Vec<PdkCall>,
+    /// What the service answered (response phase): status and raw body.
+    service_response: (i64, Vec<u8>),
 }
 
 impl Default for SimRequest {
@@ -100,6 +102,7 @@ impl Default for SimRequest {
             logs: Vec::new(),
             exit: None,
             unknown: Vec::new(),
+            service_response: (200, Vec::new()),
         }
     }
 }
@@ -131,6 +134,12 @@ impl SimRequest {
     /// Sets what `kong.response.get_status` returns.
     pub fn status(mut self, status: i64) -> Self {
         self.status = status;
+        self
+    }
+
+    /// What `kong.service.response.get_status` and `get_raw_body` return.
+    pub fn service_response(mut self, status: i64, body: impl AsRef<[u8]>) -> Self {
+        self.service_response = (status, body.as_ref().to_vec());
         self
     }
 
@@ -306,6 +315,22 @@ impl PdkResponder for SimRequest {
             }
             "kong.request.get_host" => Some(LuaValue::str(self.host())),
             "kong.response.get_status" => Some(LuaValue::int(self.status)),
+            "kong.service.response.get_status" => Some(LuaValue::int(self.service_response.0)),
+            "kong.service.response.get_raw_body" => Some(LuaValue::bin(&self.service_response.1)),
+            // The part of Kong's log serializer the tests read (spec §10.3).
+            "kong.log.serialize" => Some(LuaValue::map([
+                (
+                    "request",
+                    LuaValue::map([
+                        ("method", LuaValue::str(&self.method)),
+                        ("uri", LuaValue::str(&self.path)),
+                    ]),
+                ),
+                (
+                    "response",
+                    LuaValue::map([("status", LuaValue::int(self.status))]),
+                ),
+            ])),
             "kong.ctx.shared.get" => {
                 let key = LuaValue::from_msgpack(args.first().unwrap_or(&Value::Nil));
                 self.ctx_shared

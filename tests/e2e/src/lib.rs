@@ -17,6 +17,9 @@ pub struct Artifacts {
     /// rust-hello's dedicated server binary (`--features server`).
     pub hello_server: PathBuf,
     pub bench: PathBuf,
+    /// The example plugins: rust-phases, rust-key-auth, rust-response-transformer,
+    /// rust-request-logger.
+    pub examples: [PathBuf; 4],
     pub faulty: PathBuf,
     pub not_a_plugin: PathBuf,
     /// A plugin built against an edited copy of the plugin interface.
@@ -64,6 +67,14 @@ pub fn artifacts() -> &'static Artifacts {
             "-p",
             "rust-bench",
             "-p",
+            "rust-phases",
+            "-p",
+            "rust-key-auth",
+            "-p",
+            "rust-response-transformer",
+            "-p",
+            "rust-request-logger",
+            "-p",
             "fixture-faulty",
             "-p",
             "fixture-not-a-plugin",
@@ -87,6 +98,13 @@ pub fn artifacts() -> &'static Artifacts {
             hello: debug.join("librust_hello.so"),
             hello_server: debug.join("rust-hello"),
             bench: debug.join("librust_bench.so"),
+            examples: [
+                "librust_phases.so",
+                "librust_key_auth.so",
+                "librust_response_transformer.so",
+                "librust_request_logger.so",
+            ]
+            .map(|file| debug.join(file)),
             faulty: debug.join("libfixture_faulty.so"),
             not_a_plugin: debug.join("libfixture_not_a_plugin.so"),
             changed_abi: debug.join("libkong_rust_pdk.so"),
