@@ -1,6 +1,10 @@
 //! The harness: `kong.client.authenticate` sets the consumer and credential that later calls,
 //! later phases and the serializer see.
 
+use kong_rust_pdk::pdk::{
+    entity::{Credential, Fields},
+    QueryArg,
+};
 use kong_rust_pdk::prelude::*;
 use kong_rust_pdk::testing::{LogLevel, PluginTest, Source, TestRequest, Value};
 
@@ -25,37 +29,34 @@ impl Plugin for KeyAuth {
     }
 
     fn access(&self, kong: &Kong) -> Result<()> {
-        let key = kong.call_raw("kong.request.get_query_arg", vec!["apikey".into()])?;
-        let Some(key) = key.as_str() else {
+        let Some(QueryArg::Value(key)) = kong.request.get_query_arg("apikey")? else {
             return kong.response.exit(401, "no key", None);
         };
-        let consumer = kong.call_raw(
-            "kong.client.load_consumer",
-            vec![key.into(), Value::Boolean(true)],
-        )?;
-        if consumer.is_nil() {
+        let Some(consumer) = kong.client.load_consumer(&key, true)? else {
             return kong.response.exit(403, "unknown key", None);
-        }
-        let consumer_id = field(&consumer, "id").unwrap_or_default();
-        let credential = Value::Map(vec![
-            ("id".into(), "cred-for-key".into()),
-            ("consumer_id".into(), consumer_id.into()),
-        ]);
-        kong.call_raw("kong.client.authenticate", vec![consumer, credential])?;
-        let current = kong.call_raw("kong.client.get_consumer", vec![])?;
-        let username = field(&current, "username").unwrap_or_default();
+        };
+        let credential = Credential {
+            id: Some("cred-for-key".into()),
+            consumer: None,
+            fields: Fields::from([("consumer_id".to_string(), consumer.id.as_str().into())]),
+        };
+        kong.client.authenticate(&consumer, Some(&credential))?;
+        let current = kong.client.get_consumer()?;
+        let username = current.and_then(|c| c.username).unwrap_or_default();
         kong.service
             .request
             .set_header("x-consumer-username", &username)
     }
 
     fn log(&self, kong: &Kong) -> Result<()> {
-        let consumer = kong.call_raw("kong.client.get_consumer", vec![])?;
-        let credential = kong.call_raw("kong.client.get_credential", vec![])?;
+        let consumer = kong.client.get_consumer()?;
+        let credential = kong.client.get_credential()?;
         kong.log.notice(format!(
             "consumer={} credential={}",
-            field(&consumer, "username").unwrap_or_else(|| "-".into()),
-            field(&credential, "id").unwrap_or_else(|| "-".into()),
+            consumer
+                .and_then(|c| c.username)
+                .unwrap_or_else(|| "-".into()),
+            credential.and_then(|c| c.id).unwrap_or_else(|| "-".into()),
         ))
     }
 }

@@ -44,7 +44,7 @@ impl Plugin for Counter {
             .shared
             .set("empty", &std::collections::BTreeMap::<String, u8>::new())?;
         kong.ctx.shared.set("removed", "soon")?;
-        kong.call_raw("kong.ctx.shared.set", vec!["removed".into(), Value::Nil])?;
+        kong.ctx.shared.set("removed", &None::<&str>)?;
         bump(kong).map(drop)
     }
 

@@ -3,7 +3,7 @@
 
 use kong_rust_pdk::prelude::*;
 use kong_rust_pdk::testing::{
-    FailureKind, LogLevel, Phase, PluginTest, Source, TestRequest, Value, REQUEST_ID,
+    FailureKind, LogLevel, Phase, PluginTest, Source, TestRequest, REQUEST_ID,
 };
 
 #[derive(Deserialize, Schema)]
@@ -41,16 +41,13 @@ impl Plugin for Gate {
                 kong.log.err("after exit")?;
             }
             "exit-json" => {
-                kong.call_raw(
-                    "kong.response.exit",
-                    vec![
-                        429.into(),
-                        Value::Map(vec![("message".into(), "slow down".into())]),
-                    ],
-                )?;
+                let body = serde_json::json!({"message": "slow down"});
+                kong.response.exit_json(429, &body, None)?;
             }
             "error" => {
-                kong.call_raw("kong.response.error", vec![404.into()])?;
+                kong.response.error(404, None, None)?;
+                // Not reached with `?` below: error ends the event as exit does.
+                kong.log.err("after error")?;
             }
             "fail" => return Err(Error::msg("database unreachable")),
             "panic" => panic!("handler bug"),
@@ -65,9 +62,9 @@ impl Plugin for Gate {
 
     fn log(&self, kong: &Kong) -> Result<()> {
         let status = kong.response.get_status()?;
-        let source = kong.call_raw("kong.response.get_source", vec![])?;
-        let source = source.as_str().unwrap_or_default();
-        kong.log.notice(format!("status={status} source={source}"))
+        let source = kong.response.get_source()?;
+        kong.log
+            .notice(format!("status={status} source={}", source.as_str()))
     }
 }
 
@@ -121,6 +118,23 @@ fn calls_after_exit_fail_with_event_ended() {
         FailureKind::Returned(ErrorKind::EventEnded)
     );
     assert_eq!(outcome.response.status, 403);
+}
+
+#[test]
+fn calls_after_error_fail_with_event_ended() {
+    let outcome = run(TestRequest::get("/").header("x-action", "error"));
+    let error = outcome.calls_to("kong.log.err")[0]
+        .result
+        .as_ref()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::EventEnded);
+    assert_eq!(
+        error.message(),
+        "kong.log.err: the request was already ended by kong.response.error"
+    );
+    assert_eq!(outcome.response.status, 404);
+    assert_eq!(outcome.phases, [Phase::Rewrite, Phase::Access, Phase::Log]);
+    assert!(outcome.logs_at(LogLevel::Err).is_empty());
 }
 
 #[test]

@@ -30,11 +30,8 @@ impl Plugin for Copier {
         kong.service
             .request
             .set_header("x-copied", &format!("seen:{value}"))?;
-        kong.call_raw(
-            "kong.service.request.add_header",
-            vec!["x-copied".into(), "again".into()],
-        )?;
-        kong.call_raw("kong.service.request.clear_header", vec!["x-remove".into()])?;
+        kong.service.request.add_header("x-copied", "again")?;
+        kong.service.request.clear_header("x-remove")?;
         // Kong reads the request it is about to send: the header set above is visible.
         let echoed = kong.request.get_header("X_Copied")?.unwrap_or_default();
         kong.response.set_header("x-echo", &echoed)?;
@@ -45,23 +42,17 @@ impl Plugin for Copier {
             .unwrap_or_default();
         kong.response
             .set_header("x-accept-count", &accepts.len().to_string())?;
-        kong.call_raw(
-            "kong.response.add_header",
-            vec!["x-multi".into(), Value::Array(vec!["a".into(), 2.into()])],
-        )?;
-        kong.call_raw(
-            "kong.service.request.set_query",
-            vec![Value::Map(vec![
-                ("b".into(), "two words".into()),
-                ("a".into(), Value::Boolean(true)),
-            ])],
-        )?;
-        kong.call_raw("kong.request.get_query", vec![])?;
-        kong.call_raw("kong.request.get_raw_body", vec![])?;
-        kong.call_raw(
-            "kong.service.request.set_raw_body",
-            vec![Value::Binary(b"new body".to_vec())],
-        )?;
+        kong.response.add_header("x-multi", "a")?;
+        kong.response.add_header("x-multi", "2")?;
+        let query = [
+            ("b".to_string(), vec!["two words".to_string()]),
+            // No values: a flag.
+            ("a".to_string(), vec![]),
+        ];
+        kong.service.request.set_query(&query.into())?;
+        kong.request.get_query(None)?;
+        kong.request.get_raw_body(None)?;
+        kong.service.request.set_raw_body(b"new body")?;
         Ok(())
     }
 }

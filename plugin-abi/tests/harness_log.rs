@@ -1,10 +1,10 @@
 //! The harness: the log phase works from the snapshot Kong takes after the response (spec
 //! §10.3): the serializer output, the saved status and headers; the live request is gone.
 
+use kong_rust_pdk::pdk::SerializeMode;
 use kong_rust_pdk::prelude::*;
 use kong_rust_pdk::testing::{
-    FailureKind, LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse, Value, ROUTE_ID,
-    SERVICE_ID,
+    FailureKind, LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse, ROUTE_ID, SERVICE_ID,
 };
 
 #[derive(Deserialize, Schema)]
@@ -21,26 +21,19 @@ impl Plugin for Logger {
     }
 
     fn access(&self, kong: &Kong) -> Result<()> {
-        kong.call_raw(
-            "kong.log.set_serialize_value",
-            vec!["custom.tenant".into(), "acme".into()],
-        )?;
-        kong.call_raw(
-            "kong.log.set_serialize_value",
-            vec![
-                "request.headers.x-secret".into(),
-                "hidden".into(),
-                Value::Map(vec![("mode".into(), "replace".into())]),
-            ],
+        kong.log
+            .set_serialize_value("custom.tenant", "acme", SerializeMode::Set)?;
+        kong.log.set_serialize_value(
+            "request.headers.x-secret",
+            "hidden",
+            SerializeMode::Replace,
         )?;
         kong.service.request.set_header("x-added", "1")?;
         Ok(())
     }
 
     fn log(&self, kong: &Kong) -> Result<()> {
-        let serialized = kong.call_raw("kong.log.serialize", vec![])?;
-        let serialized: serde_json::Value =
-            serde_json::from_str(serialized.as_str().unwrap_or_default())?;
+        let serialized: serde_json::Value = kong.log.serialize()?;
         let status = kong.response.get_status()?;
         let agent = kong.request.get_header("user-agent")?.unwrap_or_default();
         kong.log.info(format!(

@@ -27,21 +27,14 @@ impl Plugin for Wrapper {
     }
 
     fn response(&self, kong: &Kong) -> Result<()> {
-        let status = kong.call_raw("kong.service.response.get_status", vec![])?;
-        let content_type = kong.call_raw(
-            "kong.service.response.get_header",
-            vec!["Content-Type".into()],
-        )?;
+        let status = kong.service.response.get_status()?;
+        let content_type = kong.service.response.get_header("Content-Type")?;
         kong.response
             .set_header("x-upstream-status", &status.to_string())?;
-        if content_type.as_str() != Some("application/json") {
-            kong.call_raw("kong.response.set_status", vec![299.into()])?;
-            return Ok(());
+        if content_type.as_deref() != Some("application/json") {
+            return kong.response.set_status(299);
         }
-        let Value::Binary(raw) = kong.call_raw("kong.service.response.get_raw_body", vec![])?
-        else {
-            return Err(Error::msg("the raw body is not bin"));
-        };
+        let raw = kong.service.response.get_raw_body()?;
         let data: serde_json::Value = serde_json::from_slice(&raw)?;
         let wrapped = serde_json::json!({ "data": data, self.marker.clone(): true });
         let headers = [(

@@ -136,11 +136,14 @@ pub(crate) fn with_optional(
     args
 }
 
-/// A serializable argument of `method` as MessagePack for Kong.
+/// A serializable argument of `method` as MessagePack for Kong: structs become maps (Lua tables
+/// with named fields), as a Lua plugin reading them expects.
 pub(crate) fn encode<T: Serialize + ?Sized>(method: &str, value: &T) -> crate::Result<Value> {
-    rmpv::ext::to_value(value).map_err(|error| {
+    let invalid = |error: &dyn std::fmt::Display| {
         crate::Error::new(crate::ErrorKind::InvalidCall, format!("{method}: {error}"))
-    })
+    };
+    let bytes = rmp_serde::to_vec_named(value).map_err(|error| invalid(&error))?;
+    rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|error| invalid(&error))
 }
 
 /// Encodes a multi-map for `set_headers`-style calls.
