@@ -30,27 +30,32 @@ pub struct Artifacts {
     pub bad_metadata: PathBuf,
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
         .expect("workspace root")
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 fn cargo_build(args: &[&str]) {
+    cargo("build", args);
+}
+
+/// Runs `cargo <command> <args>` from the workspace root; panics if it fails.
+pub fn cargo(command: &str, args: &[&str]) {
     let status = Command::new(env!("CARGO"))
-        .arg("build")
+        .arg(command)
         .args(args)
         .current_dir(workspace_root())
         .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build {args:?} failed");
+        .expect("run cargo");
+    assert!(status.success(), "cargo {command} {args:?} failed");
 }
 
 /// Builds (once per test binary) the host, the example plugins and the fixtures.
