@@ -1,9 +1,8 @@
 //! The host's non-throughput targets: memory for many instances, the query command's time and
 //! the time from start to every socket bound with 20 plugins.
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kong_driver::{KongClient, LuaValue};
@@ -11,7 +10,7 @@ use serde_json::json;
 
 use crate::{
     median,
-    server::{pin_to_cpu, Server},
+    server::{quiet_on_cpu, Server},
 };
 
 const PLUGIN: &str = "rust-bench";
@@ -164,11 +163,7 @@ fn many_plugins(dir: &Path, plugin: &Path) -> Result<Vec<String>, String> {
 
 fn command(bin: &Path, cpu: Option<usize>) -> Command {
     let mut command = Command::new(bin);
-    command.stdin(Stdio::null()).stdout(Stdio::null());
-    if let Some(cpu) = cpu {
-        // SAFETY: sched_setaffinity is a plain syscall, safe between fork and exec.
-        unsafe { command.pre_exec(move || pin_to_cpu(cpu)) };
-    }
+    quiet_on_cpu(&mut command, cpu);
     command
 }
 

@@ -44,6 +44,16 @@ pub fn pin_to_cpu(cpu: usize) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `command` with no stdin or stdout (Kong reads neither), restricted to `cpu` if given.
+pub fn quiet_on_cpu(command: &mut Command, cpu: Option<usize>) -> &mut Command {
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    if let Some(cpu) = cpu {
+        // SAFETY: sched_setaffinity is a plain syscall, safe between fork and exec.
+        unsafe { command.pre_exec(move || pin_to_cpu(cpu)) };
+    }
+    command
+}
+
 impl Server {
     /// `kong-rust-host serve` on a copy of `plugins_to_serve` with `extra_args`, ready once the
     /// socket of plugin `wait_for` exists. The host's stderr stays ours, so its warnings show.
@@ -111,12 +121,7 @@ impl Server {
             dir,
             socket,
         };
-        command.stdin(Stdio::null()).stdout(Stdio::null());
-        if let Some(cpu) = cpu {
-            // SAFETY: sched_setaffinity is a plain syscall, safe between fork and exec.
-            unsafe { command.pre_exec(move || pin_to_cpu(cpu)) };
-        }
-        let child = command
+        let child = quiet_on_cpu(&mut command, cpu)
             .spawn()
             .map_err(|e| format!("start {program}: {e}"))?;
         let child = server.child.insert(child);
