@@ -14,7 +14,7 @@ use std::{
 
 use clap::Parser;
 use kong_driver::{run_event, EventEnd, KongClient, LuaValue, SimRequest, StepData};
-use kong_rust_bench::{host::Host, workspace_path};
+use kong_rust_bench::{server::Server, workspace_path};
 
 #[derive(Parser)]
 #[command(about = "Soak kong-rust-host with events that end every way Kong ends them")]
@@ -76,7 +76,7 @@ struct Clients {
 }
 
 async fn start_clients(
-    host: &Host,
+    host: &Server,
     plugin: &str,
     workers: usize,
 ) -> Result<Vec<(KongClient, i64)>, String> {
@@ -169,11 +169,12 @@ async fn soak(cli: &Cli) -> Result<bool, String> {
         "--max-events-per-plugin",
         "4096",
     ];
-    let host = Host::start(
+    let host = Server::host(
         &cli.host_bin,
         &[&cli.hello, &cli.faulty],
         &args,
         "rust-hello",
+        None,
     )?;
     let clients = Arc::new(Clients {
         hello: start_clients(&host, "rust-hello", cli.workers).await?,
