@@ -82,6 +82,38 @@ impl Scanner {
     }
 }
 
+/// A connection's incoming side: the bytes read so far, and the whole messages in them.
+pub struct Frames {
+    buffer: Vec<u8>,
+    scanner: Scanner,
+}
+
+impl Frames {
+    pub fn new(max_len: usize, max_depth: usize) -> Self {
+        Frames {
+            buffer: Vec::with_capacity(8 * 1024),
+            scanner: Scanner::new(max_len, max_depth),
+        }
+    }
+
+    /// Where reads append their bytes.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+
+    /// The next complete message, decoded and removed from the buffer; `Ok(None)` until more
+    /// bytes arrive. After an error the stream cannot be followed any further: close it.
+    pub fn next_message(&mut self) -> Result<Option<rmpv::Value>, String> {
+        let Some(len) = self.scanner.scan(&self.buffer).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let message = rmpv::decode::read_value(&mut &self.buffer[..len])
+            .map_err(|error| format!("undecodable MessagePack: {error}"))?;
+        self.buffer.drain(..len);
+        Ok(Some(message))
+    }
+}
+
 struct Header {
     /// Bytes of the header itself.
     len: usize,

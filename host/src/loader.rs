@@ -5,7 +5,10 @@
 //! the first would silently get the first one's module. Libraries are never unloaded (abi_stable
 //! does not support it): reloading means restarting the host.
 
-use abi_stable::library::{lib_header_from_path, LibraryError};
+use abi_stable::{
+    library::{lib_header_from_path, LibraryError},
+    std_types::RString,
+};
 use kong_rust_pdk::abi::{Phase, PluginInstanceBox, PluginModRef};
 use std::{
     collections::HashMap,
@@ -132,28 +135,35 @@ pub fn load_file(path: &Path) -> Result<LoadedPlugin, LoadError> {
     let module = lib_header_from_path(path)
         .and_then(|header| header.init_root_module::<PluginModRef>())
         .map_err(|error| fail(explain(error)))?;
-    let info = module.info()()
-        .into_result()
-        .map_err(|error| fail(error.into_string()))?;
-    let name = info.name.into_string();
-    let version = info.version.into_string();
-    let schema: serde_json::Value = serde_json::from_str(&info.schema_json).map_err(|error| {
-        fail(format!(
-            "plugin {name:?} returned a schema that is not JSON: {error}"
-        ))
-    })?;
-    if name.is_empty() {
-        return Err(fail("the plugin's name is empty".into()));
+    LoadedPlugin::from_module(module, path).map_err(fail)
+}
+
+impl LoadedPlugin {
+    /// Reads the metadata of a root module, whether loaded from `path` or linked into this
+    /// process (the fuzz targets serve a plugin defined in-process).
+    pub fn from_module(module: PluginModRef, path: &Path) -> Result<LoadedPlugin, String> {
+        let info = module.info()()
+            .into_result()
+            .map_err(RString::into_string)?;
+        let name = info.name.into_string();
+        let version = info.version.into_string();
+        let schema: serde_json::Value =
+            serde_json::from_str(&info.schema_json).map_err(|error| {
+                format!("plugin {name:?} returned a schema that is not JSON: {error}")
+            })?;
+        if name.is_empty() {
+            return Err("the plugin's name is empty".into());
+        }
+        Ok(LoadedPlugin {
+            name,
+            version,
+            priority: info.priority,
+            phases: info.phases.into_vec(),
+            schema,
+            path: path.to_path_buf(),
+            module,
+        })
     }
-    Ok(LoadedPlugin {
-        name,
-        version,
-        priority: info.priority,
-        phases: info.phases.into_vec(),
-        schema,
-        path: path.to_path_buf(),
-        module,
-    })
 }
 
 /// The permission bits of `path` when users other than its owner and group may write it

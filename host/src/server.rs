@@ -2,7 +2,7 @@
 
 use crate::{
     dispatch::{Dispatcher, Outcome, Serves},
-    frame::Scanner,
+    frame::Frames,
     rpc,
     throttle::Throttle,
 };
@@ -224,26 +224,17 @@ async fn serve_connection(
         tracing::debug!("connection closed before the serverPid notification: {error}");
         return;
     }
-    let mut buffer: Vec<u8> = Vec::with_capacity(8 * 1024);
-    let mut scanner = Scanner::new(limits.max_frame_bytes, limits.max_depth);
+    let mut frames = Frames::new(limits.max_frame_bytes, limits.max_depth);
     loop {
         loop {
-            let len = match scanner.scan(&buffer) {
-                Ok(Some(len)) => len,
+            let message = match frames.next_message() {
+                Ok(Some(message)) => message,
                 Ok(None) => break,
                 Err(error) => {
                     tracing::warn!("closing a connection: {error}");
                     return;
                 }
             };
-            let message = match rmpv::decode::read_value(&mut &buffer[..len]) {
-                Ok(message) => message,
-                Err(error) => {
-                    tracing::warn!("closing a connection: undecodable MessagePack: {error}");
-                    return;
-                }
-            };
-            buffer.drain(..len);
             let reply = match dispatcher.dispatch(&serves, message).await {
                 Outcome::Reply(reply) => reply,
                 Outcome::Close(reason) => {
@@ -256,12 +247,12 @@ async fn serve_connection(
                 return;
             }
         }
-        match stream.read_buf(&mut buffer).await {
+        match stream.read_buf(frames.buffer()).await {
             Ok(0) => {
-                if !buffer.is_empty() {
+                let buffered = frames.buffer().len();
+                if buffered > 0 {
                     tracing::debug!(
-                        "connection closed in the middle of a message ({} bytes)",
-                        buffer.len()
+                        "connection closed in the middle of a message ({buffered} bytes)"
                     );
                 }
                 return;
