@@ -67,13 +67,17 @@ impl Scanner {
             }
             *left -= 1;
             self.pos = end as usize;
-            if header.items > 0 {
-                if self.open.len() >= self.max_depth {
+            if header.container {
+                // `open` holds the root's entry and one per enclosing container, so its length
+                // is this container's nesting level (1 at the top). Empty ones count too.
+                if self.open.len() > self.max_depth {
                     return Err(FrameError::TooDeep {
                         limit: self.max_depth,
                     });
                 }
-                self.open.push(header.items);
+                if header.items > 0 {
+                    self.open.push(header.items);
+                }
             }
         }
         let len = self.pos;
@@ -121,6 +125,8 @@ struct Header {
     payload: u64,
     /// Nested values that follow (array elements, map keys and values).
     items: u64,
+    /// An array or a map, empty or not: a level of nesting.
+    container: bool,
 }
 
 /// Parses the value header at the start of `b`; `Ok(None)` when `b` is too short to tell.
@@ -133,6 +139,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
             len,
             payload,
             items: 0,
+            container: false,
         }))
     };
     // A big-endian length of `n` bytes after the marker.
@@ -145,6 +152,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
             len: 1 + n,
             payload: if body { count * per_item } else { 0 },
             items: if body { 0 } else { count * per_item },
+            container: !body,
         }))
     };
     match marker {
@@ -153,11 +161,13 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
             len: 1,
             payload: 0,
             items: 2 * (marker & 0x0f) as u64,
+            container: true,
         })),
         0x90..=0x9f => Ok(Some(Header {
             len: 1,
             payload: 0,
             items: (marker & 0x0f) as u64,
+            container: true,
         })),
         0xa0..=0xbf => fixed(1, (marker & 0x1f) as u64),
         0xc1 => Err(()),
@@ -171,6 +181,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
                 len: 1 + n,
                 payload: 1 + count,
                 items: 0,
+                container: false,
             }))
         }
         0xca | 0xce | 0xd2 => fixed(1, 4),
@@ -263,6 +274,22 @@ mod tests {
         let deep = vec![0x91; 100];
         assert_eq!(
             Scanner::new(1 << 20, 32).scan(&deep),
+            Err(FrameError::TooDeep { limit: 32 })
+        );
+    }
+
+    #[test]
+    fn the_depth_limit_itself_is_allowed_and_empty_containers_count() {
+        // Found by the frame_decoder fuzz target's oracle on its first run: 32 levels were
+        // refused as "deeper than 32", and empty arrays and maps were not counted at all.
+        let mut at_limit = vec![0x91; 31];
+        at_limit.push(0x90);
+        let limit = Scanner::new(1 << 20, 32).scan(&at_limit);
+        assert_eq!(limit, Ok(Some(32)));
+        let mut over = vec![0x91; 32];
+        over.push(0x80);
+        assert_eq!(
+            Scanner::new(1 << 20, 32).scan(&over),
             Err(FrameError::TooDeep { limit: 32 })
         );
     }
