@@ -51,16 +51,26 @@ impl Scanner {
                 self.open.pop();
                 continue;
             }
+            let too_large = FrameError::TooLarge {
+                limit: self.max_len,
+            };
+            // Another value needs at least one more byte.
+            if self.pos >= self.max_len {
+                return Err(too_large);
+            }
             let Some(header) =
                 header(&buf[self.pos..]).map_err(|()| FrameError::InvalidMarker(self.pos))?
             else {
+                // Part of a header: if the limit is reached already, the rest cannot fit, and
+                // waiting for it would buffer more than the limit.
+                if buf.len() >= self.max_len {
+                    return Err(too_large);
+                }
                 return Ok(None);
             };
             let end = self.pos as u64 + header.len as u64 + header.payload;
             if end > self.max_len as u64 {
-                return Err(FrameError::TooLarge {
-                    limit: self.max_len,
-                });
+                return Err(too_large);
             }
             if (buf.len() as u64) < end {
                 return Ok(None);
@@ -266,6 +276,22 @@ mod tests {
         assert_eq!(
             Scanner::new(1 << 20, 64).scan(&header),
             Err(FrameError::TooLarge { limit: 1 << 20 })
+        );
+    }
+
+    #[test]
+    fn no_more_than_the_limit_is_buffered_for_a_partial_header() {
+        // Found by the frame_decoder fuzz target: with a 1-byte limit, the first 4 bytes of a
+        // map32 header were buffered while the scanner waited for the 5th.
+        assert_eq!(
+            Scanner::new(1, 32).scan(&[0xdf, 0x00, 0xa1, 0x6b]),
+            Err(FrameError::TooLarge { limit: 1 })
+        );
+        // A complete message of exactly the limit is fine; one byte more is not.
+        assert_eq!(Scanner::new(3, 32).scan(&[0x92, 1, 2]), Ok(Some(3)));
+        assert_eq!(
+            Scanner::new(3, 32).scan(&[0x93, 1, 2]),
+            Err(FrameError::TooLarge { limit: 3 })
         );
     }
 
