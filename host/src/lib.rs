@@ -13,6 +13,8 @@ pub mod dump;
 pub mod events;
 pub mod executor;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ids;
 pub mod instances;
 pub mod kong_conf;
