@@ -1,6 +1,6 @@
 //! A minimal blocking client of the host's own protocol, for the CLI's `status` command.
 
-use crate::frame::Scanner;
+use crate::frame::Frames;
 use rmpv::Value;
 use std::{
     io::{Read, Write},
@@ -29,13 +29,10 @@ pub fn call(socket: &Path, method: &str, param: Value) -> Result<Value, String> 
         .write_all(&request)
         .map_err(|error| format!("cannot send: {error}"))?;
 
-    let mut buffer = Vec::new();
+    let mut frames = Frames::new(64 << 20, 128);
     let mut chunk = [0u8; 8192];
-    let mut scanner = Scanner::new(64 << 20, 128);
     loop {
-        while let Some(len) = scanner.scan(&buffer).map_err(|error| error.to_string())? {
-            let reply = rmpv::decode::read_value(&mut &buffer[..len]).map_err(|e| e.to_string())?;
-            buffer.drain(..len);
+        while let Some(reply) = frames.next_message()? {
             match reply.as_array().map(Vec::as_slice) {
                 Some([kind, ..]) if kind.as_u64() == Some(2) => continue,
                 Some([_, _, Value::Nil, result]) => return Ok(result.clone()),
@@ -49,6 +46,6 @@ pub fn call(socket: &Path, method: &str, param: Value) -> Result<Value, String> 
         if read == 0 {
             return Err("the host closed the connection".into());
         }
-        buffer.extend_from_slice(&chunk[..read]);
+        frames.buffer().extend_from_slice(&chunk[..read]);
     }
 }

@@ -51,34 +51,80 @@ impl Scanner {
                 self.open.pop();
                 continue;
             }
+            let too_large = FrameError::TooLarge {
+                limit: self.max_len,
+            };
+            // Another value needs at least one more byte.
+            if self.pos >= self.max_len {
+                return Err(too_large);
+            }
             let Some(header) =
                 header(&buf[self.pos..]).map_err(|()| FrameError::InvalidMarker(self.pos))?
             else {
+                // Part of a header: if the limit is reached already, the rest cannot fit, and
+                // waiting for it would buffer more than the limit.
+                if buf.len() >= self.max_len {
+                    return Err(too_large);
+                }
                 return Ok(None);
             };
             let end = self.pos as u64 + header.len as u64 + header.payload;
             if end > self.max_len as u64 {
-                return Err(FrameError::TooLarge {
-                    limit: self.max_len,
-                });
+                return Err(too_large);
             }
             if (buf.len() as u64) < end {
                 return Ok(None);
             }
             *left -= 1;
             self.pos = end as usize;
-            if header.items > 0 {
-                if self.open.len() >= self.max_depth {
+            if header.container {
+                // `open` holds the root's entry and one per enclosing container, so its length
+                // is this container's nesting level (1 at the top). Empty ones count too.
+                if self.open.len() > self.max_depth {
                     return Err(FrameError::TooDeep {
                         limit: self.max_depth,
                     });
                 }
-                self.open.push(header.items);
+                if header.items > 0 {
+                    self.open.push(header.items);
+                }
             }
         }
         let len = self.pos;
         self.pos = 0;
         Ok(Some(len))
+    }
+}
+
+/// A connection's incoming side: the bytes read so far, and the whole messages in them.
+pub struct Frames {
+    buffer: Vec<u8>,
+    scanner: Scanner,
+}
+
+impl Frames {
+    pub fn new(max_len: usize, max_depth: usize) -> Self {
+        Frames {
+            buffer: Vec::with_capacity(8 * 1024),
+            scanner: Scanner::new(max_len, max_depth),
+        }
+    }
+
+    /// Where reads append their bytes.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buffer
+    }
+
+    /// The next complete message, decoded and removed from the buffer; `Ok(None)` until more
+    /// bytes arrive. After an error the stream cannot be followed any further: close it.
+    pub fn next_message(&mut self) -> Result<Option<rmpv::Value>, String> {
+        let Some(len) = self.scanner.scan(&self.buffer).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let message = rmpv::decode::read_value(&mut &self.buffer[..len])
+            .map_err(|error| format!("undecodable MessagePack: {error}"))?;
+        self.buffer.drain(..len);
+        Ok(Some(message))
     }
 }
 
@@ -89,6 +135,8 @@ struct Header {
     payload: u64,
     /// Nested values that follow (array elements, map keys and values).
     items: u64,
+    /// An array or a map, empty or not: a level of nesting.
+    container: bool,
 }
 
 /// Parses the value header at the start of `b`; `Ok(None)` when `b` is too short to tell.
@@ -101,6 +149,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
             len,
             payload,
             items: 0,
+            container: false,
         }))
     };
     // A big-endian length of `n` bytes after the marker.
@@ -113,6 +162,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
             len: 1 + n,
             payload: if body { count * per_item } else { 0 },
             items: if body { 0 } else { count * per_item },
+            container: !body,
         }))
     };
     match marker {
@@ -121,11 +171,13 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
             len: 1,
             payload: 0,
             items: 2 * (marker & 0x0f) as u64,
+            container: true,
         })),
         0x90..=0x9f => Ok(Some(Header {
             len: 1,
             payload: 0,
             items: (marker & 0x0f) as u64,
+            container: true,
         })),
         0xa0..=0xbf => fixed(1, (marker & 0x1f) as u64),
         0xc1 => Err(()),
@@ -139,6 +191,7 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
                 len: 1 + n,
                 payload: 1 + count,
                 items: 0,
+                container: false,
             }))
         }
         0xca | 0xce | 0xd2 => fixed(1, 4),
@@ -227,10 +280,42 @@ mod tests {
     }
 
     #[test]
+    fn no_more_than_the_limit_is_buffered_for_a_partial_header() {
+        // Found by the frame_decoder fuzz target: with a 1-byte limit, the first 4 bytes of a
+        // map32 header were buffered while the scanner waited for the 5th.
+        assert_eq!(
+            Scanner::new(1, 32).scan(&[0xdf, 0x00, 0xa1, 0x6b]),
+            Err(FrameError::TooLarge { limit: 1 })
+        );
+        // A complete message of exactly the limit is fine; one byte more is not.
+        assert_eq!(Scanner::new(3, 32).scan(&[0x92, 1, 2]), Ok(Some(3)));
+        assert_eq!(
+            Scanner::new(3, 32).scan(&[0x93, 1, 2]),
+            Err(FrameError::TooLarge { limit: 3 })
+        );
+    }
+
+    #[test]
     fn nesting_is_bounded() {
         let deep = vec![0x91; 100];
         assert_eq!(
             Scanner::new(1 << 20, 32).scan(&deep),
+            Err(FrameError::TooDeep { limit: 32 })
+        );
+    }
+
+    #[test]
+    fn the_depth_limit_itself_is_allowed_and_empty_containers_count() {
+        // Found by the frame_decoder fuzz target's oracle on its first run: 32 levels were
+        // refused as "deeper than 32", and empty arrays and maps were not counted at all.
+        let mut at_limit = vec![0x91; 31];
+        at_limit.push(0x90);
+        let limit = Scanner::new(1 << 20, 32).scan(&at_limit);
+        assert_eq!(limit, Ok(Some(32)));
+        let mut over = vec![0x91; 32];
+        over.push(0x80);
+        assert_eq!(
+            Scanner::new(1 << 20, 32).scan(&over),
             Err(FrameError::TooDeep { limit: 32 })
         );
     }

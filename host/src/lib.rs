@@ -15,6 +15,8 @@ pub mod dump;
 pub mod events;
 pub mod executor;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod handoff;
 pub mod ids;
 pub mod instances;

@@ -2,7 +2,7 @@
 
 use crate::{
     dispatch::{Dispatcher, Outcome, Serves},
-    frame::Scanner,
+    frame::Frames,
     handoff, rpc,
     throttle::Throttle,
 };
@@ -360,39 +360,37 @@ impl Connection {
                 return;
             }
         }
-        let mut buffer = buffered;
-        buffer.reserve(8 * 1024);
-        let mut scanner = self.scanner();
+        let mut frames = self.frames();
+        frames.buffer().extend_from_slice(&buffered);
         let mut handing_over = self.server.outgoing.ready.subscribe();
         loop {
             loop {
-                let len = match scanner.scan(&buffer) {
-                    Ok(Some(len)) => len,
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::warn!("closing a connection: {error}");
-                        return;
-                    }
-                };
-                let Some(message) = decode(&buffer[..len]) else {
+                let Ok(next) = self.next_message(&mut frames) else {
                     return;
                 };
+                let Some(message) = next else {
+                    break;
+                };
                 if let Turn::HandOver = self.turn(&message) {
-                    return self.hand_over(stream, buffer);
+                    // Not answered here: the successor reads it again, ahead of what follows.
+                    let mut unanswered = Vec::new();
+                    rmpv::encode::write_value(&mut unanswered, &message).expect("Vec write");
+                    unanswered.extend_from_slice(frames.buffer());
+                    return self.hand_over(stream, unanswered);
                 }
-                buffer.drain(..len);
                 if !self.answer(&mut stream, message).await {
                     return;
                 }
             }
             if let Turn::HandOver = self.turn_when_idle() {
-                return self.hand_over(stream, buffer);
+                let buffered = std::mem::take(frames.buffer());
+                return self.hand_over(stream, buffered);
             }
             let read = tokio::select! {
-                read = stream.read_buf(&mut buffer) => read,
+                read = stream.read_buf(frames.buffer()) => read,
                 _ = handing_over.wait_for(|ready| *ready) => continue,
             };
-            if !self.read_more(read, &buffer) {
+            if !self.read_more(read, frames.buffer()) {
                 return;
             }
         }
@@ -400,28 +398,37 @@ impl Connection {
 
     /// The predecessor's side of a forwarding connection: every request answered here.
     async fn serve_to_end(self, mut stream: UnixStream) {
-        let mut buffer = Vec::with_capacity(8 * 1024);
-        let mut scanner = self.scanner();
+        let mut frames = self.frames();
         loop {
-            while let Ok(Some(len)) = scanner.scan(&buffer) {
-                let Some(message) = decode(&buffer[..len]) else {
+            loop {
+                let Ok(next) = self.next_message(&mut frames) else {
                     return;
                 };
-                buffer.drain(..len);
+                let Some(message) = next else {
+                    break;
+                };
                 if !self.answer(&mut stream, message).await {
                     return;
                 }
             }
-            let read = stream.read_buf(&mut buffer).await;
-            if !self.read_more(read, &buffer) {
+            let read = stream.read_buf(frames.buffer()).await;
+            if !self.read_more(read, frames.buffer()) {
                 return;
             }
         }
     }
 
-    fn scanner(&self) -> Scanner {
+    fn frames(&self) -> Frames {
         let limits = self.server.limits;
-        Scanner::new(limits.max_frame_bytes, limits.max_depth)
+        Frames::new(limits.max_frame_bytes, limits.max_depth)
+    }
+
+    /// The next complete message (`None` until more bytes arrive); `Err` (logged) when the
+    /// stream cannot be followed and the connection must close.
+    fn next_message(&self, frames: &mut Frames) -> Result<Option<rmpv::Value>, ()> {
+        frames.next_message().map_err(|error| {
+            tracing::warn!("closing a connection: {error}");
+        })
     }
 
     /// Once a successor accepts, only Steps of this process's own events are answered here.
@@ -472,10 +479,10 @@ impl Connection {
     fn read_more(&self, read: io::Result<usize>, buffer: &[u8]) -> bool {
         match read {
             Ok(0) => {
-                if !buffer.is_empty() {
+                let buffered = buffer.len();
+                if buffered > 0 {
                     tracing::debug!(
-                        "connection closed in the middle of a message ({} bytes)",
-                        buffer.len()
+                        "connection closed in the middle of a message ({buffered} bytes)"
                     );
                 }
                 false
@@ -485,16 +492,6 @@ impl Connection {
                 tracing::debug!("connection read failed: {error}");
                 false
             }
-        }
-    }
-}
-
-fn decode(frame: &[u8]) -> Option<rmpv::Value> {
-    match rmpv::decode::read_value(&mut &frame[..]) {
-        Ok(message) => Some(message),
-        Err(error) => {
-            tracing::warn!("closing a connection: undecodable MessagePack: {error}");
-            None
         }
     }
 }

@@ -1,0 +1,282 @@
+//! `dispatcher`: Kong's side of a connection as bytes, read the way the server reads a socket
+//! and answered by a real [`Dispatcher`] serving [`FuzzPlugin`] (no socket: the replies are
+//! checked instead of written).
+
+use super::plugin::FuzzPlugin;
+use crate::{
+    dispatch::{Dispatcher, Outcome, Policy, Serves},
+    events::Events,
+    executor::Executor,
+    frame::{Frames, Scanner},
+    ids::InstanceIds,
+    instances::Instances,
+    rpc::{self, MsgId, Request},
+};
+use rmpv::Value;
+use std::{path::PathBuf, sync::OnceLock, time::Duration};
+
+/// Input: one options byte, then the bytes Kong sends. The options pick what the socket serves
+/// (the plugin, all plugins, another plugin) and the size of each read (1–63 bytes, or all at
+/// once).
+///
+/// Instance and event ids are handed out by the host (event ids from the clock), so the input
+/// cannot know them: an id below 256 in a CloseInstance, HandleEvent or Step stands for the
+/// host's id with that index among those it handed out so far, as Kong would hold it. The seed
+/// corpus refers to ids 0, 1, ….
+///
+/// Checks: nothing panics or hangs; a message with an integer msgid gets exactly one reply, a
+/// well-formed `[1, msgid, error, result]` with the same msgid, whose result has the shape
+/// Kong expects for the method; a message without one closes the connection; instance ids
+/// behave (a new id is fresh, a closed or unknown one gets Kong's "no plugin instance" error, a
+/// live one never does); the plugin's constructor never sees a config breaking its schema.
+pub fn dispatcher(data: &[u8]) {
+    let Some((&options, stream)) = data.split_first() else {
+        return;
+    };
+    let serves = match options & 3 {
+        0 => Serves::All,
+        3 => Serves::One("another-plugin".into()),
+        _ => Serves::One(<FuzzPlugin as kong_rust_pdk::__private::Exported>::NAME.into()),
+    };
+    let read_size = match (options >> 2) as usize {
+        0 => stream.len().max(1),
+        n => n,
+    };
+    let mut connection = Connection {
+        dispatcher: dispatcher_for_one_input(),
+        serves,
+        live: Vec::new(),
+        events: Vec::new(),
+    };
+    runtime().block_on(connection.serve(stream, read_size));
+}
+
+/// The server's limits, scaled down so that fuzz inputs reach them.
+const MAX_FRAME_BYTES: usize = 4096;
+const MAX_DEPTH: usize = 16;
+
+/// A fresh dispatcher per input, so inputs do not depend on each other; the plugin threads are
+/// shared, as starting threads for every input would be slow.
+fn dispatcher_for_one_input() -> Dispatcher {
+    static EXECUTOR: OnceLock<Executor> = OnceLock::new();
+    let executor = EXECUTOR.get_or_init(|| Executor::new(8)).clone();
+    // A state file that cannot be created: ids then start from the clock, with no disk writes.
+    let ids = InstanceIds::new(PathBuf::from("/dev/null/kong-rust-host-fuzz-ids"));
+    Dispatcher::new(
+        vec![FuzzPlugin::loaded()],
+        Instances::new(ids),
+        Events::new(Duration::from_secs(10)),
+        executor,
+        Policy {
+            max_instances: 4,
+            max_events_per_plugin: 3,
+            fail_open: Vec::new(),
+        },
+    )
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a tokio runtime")
+    })
+}
+
+struct Connection {
+    dispatcher: Dispatcher,
+    serves: Serves,
+    /// Instance ids started and not closed, in the order the host handed them out.
+    live: Vec<i64>,
+    /// Event ids the host answered with a PDK call.
+    events: Vec<u64>,
+}
+
+impl Connection {
+    async fn serve(&mut self, stream: &[u8], read_size: usize) {
+        let mut frames = Frames::new(MAX_FRAME_BYTES, MAX_DEPTH);
+        for read in stream.chunks(read_size) {
+            frames.buffer().extend_from_slice(read);
+            // The server's loop: every complete message, until one closes the connection.
+            loop {
+                match frames.next_message() {
+                    Ok(Some(message)) => {
+                        if !self.exchange(message).await {
+                            return;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    /// One message and its answer; false when the connection is closed.
+    async fn exchange(&mut self, mut message: Value) -> bool {
+        self.use_handed_out_ids(&mut message);
+        let msgid = match &message {
+            Value::Array(parts) => match parts.get(1) {
+                Some(Value::Integer(id)) => Some(*id),
+                _ => None,
+            },
+            _ => None,
+        };
+        let request = rpc::parse(message.clone()).ok().map(|(_, request)| request);
+        match (self.dispatcher.dispatch(&self.serves, message).await, msgid) {
+            (Outcome::Reply(reply), Some(msgid)) => {
+                self.check_reply(msgid, request, &reply);
+                true
+            }
+            (Outcome::Close(_), None) => false,
+            (Outcome::Reply(_), None) => panic!("answered a message that has no msgid"),
+            (Outcome::Close(reason), Some(_)) => panic!("a request went unanswered: {reason}"),
+        }
+    }
+
+    fn use_handed_out_ids(&self, message: &mut Value) {
+        let Value::Array(parts) = message else { return };
+        let [_, _, Value::String(method), Value::Array(params)] = parts.as_mut_slice() else {
+            return;
+        };
+        let (Some(method), Some(param)) = (method.as_str(), params.first_mut()) else {
+            return;
+        };
+        match method {
+            "plugin.CloseInstance" => substitute(param, &self.live),
+            "plugin.HandleEvent" => substitute_entry(param, "InstanceId", &self.live),
+            step if step.starts_with("plugin.Step") => {
+                substitute_entry(param, "EventId", &self.events)
+            }
+            _ => {}
+        }
+    }
+
+    fn check_reply(&mut self, msgid: MsgId, request: Option<Request>, reply: &[u8]) {
+        assert_eq!(
+            Scanner::new(reply.len(), 64).scan(reply),
+            Ok(Some(reply.len())),
+            "a reply is exactly one MessagePack value"
+        );
+        let value = rmpv::decode::read_value(&mut &reply[..]).expect("the reply decodes");
+        let Ok([kind, id, error, result]) =
+            <[Value; 4]>::try_from(value.as_array().cloned().unwrap_or_default())
+        else {
+            panic!("a reply is [1, msgid, error, result], not {value}");
+        };
+        assert_eq!(kind, Value::from(1), "{value}");
+        assert_eq!(id, Value::Integer(msgid), "the reply's msgid");
+        let outcome = match error {
+            Value::Nil => Ok(result),
+            Value::String(error) => {
+                assert_eq!(result, Value::Nil, "{value}");
+                Err(error.into_str().expect("error messages are UTF-8"))
+            }
+            other => panic!("the error of a reply is a string or nil, not {other}"),
+        };
+        self.follow(request, outcome);
+    }
+
+    /// Checks an answer against what Kong knows of the host's state, and updates it.
+    fn follow(&mut self, request: Option<Request>, outcome: Result<Value, String>) {
+        let no_instance = |id: i64| format!("no plugin instance {id}");
+        let Some(request) = request else {
+            assert!(outcome.is_err(), "an invalid request got a result");
+            return;
+        };
+        match (request, outcome) {
+            (Request::StartInstance { .. }, Ok(started)) => {
+                let id = entry_of(&started, "Id").and_then(Value::as_i64);
+                let id = id.unwrap_or_else(|| panic!("StartInstance answered {started}"));
+                assert!(
+                    !self.live.contains(&id),
+                    "instance id {id} handed out twice"
+                );
+                self.live.push(id);
+            }
+            (Request::StartInstance { .. }, Err(error)) => {
+                assert!(!error.contains("panicked"), "StartInstance: {error}");
+            }
+            (Request::CloseInstance { instance_id }, outcome) => {
+                match (self.live.iter().position(|&id| id == instance_id), outcome) {
+                    (Some(at), Ok(Value::Nil)) => {
+                        self.live.remove(at);
+                    }
+                    (None, Err(error)) => assert_eq!(error, no_instance(instance_id)),
+                    (at, outcome) => panic!(
+                        "CloseInstance {instance_id} (live: {}) answered {outcome:?}",
+                        at.is_some()
+                    ),
+                }
+            }
+            (Request::HandleEvent { instance_id, .. }, outcome) => {
+                let live = self.live.contains(&instance_id);
+                match outcome {
+                    Ok(step) => {
+                        assert!(live, "HandleEvent ran on instance {instance_id}, not live");
+                        self.follow_step(&step);
+                    }
+                    Err(error) => assert_eq!(
+                        error == no_instance(instance_id),
+                        !live,
+                        "HandleEvent on instance {instance_id} (live: {live}): {error}"
+                    ),
+                }
+            }
+            (Request::Step { .. } | Request::StepError { .. }, Ok(step)) => self.follow_step(&step),
+            (Request::Step { .. } | Request::StepError { .. }, Err(_)) => {}
+            (Request::GetStatus, outcome) => {
+                let status = outcome.expect("GetStatus always answers");
+                assert!(entry_of(&status, "Plugins").is_some_and(Value::is_map));
+            }
+        }
+    }
+
+    /// `{"EventId": id, "Data": "ret" | {"Method": m, "Args": [...]}}`.
+    fn follow_step(&mut self, step: &Value) {
+        let event_id = entry_of(step, "EventId").and_then(Value::as_u64);
+        let event_id = event_id.unwrap_or_else(|| panic!("a step answer without EventId: {step}"));
+        match entry_of(step, "Data") {
+            Some(Value::String(ret)) if ret.as_str() == Some("ret") => {}
+            Some(call)
+                if entry_of(call, "Method").is_some_and(Value::is_str)
+                    && entry_of(call, "Args").is_some_and(Value::is_array) =>
+            {
+                if !self.events.contains(&event_id) {
+                    self.events.push(event_id);
+                }
+            }
+            _ => panic!("a step answer's Data is \"ret\" or a PDK call: {step}"),
+        }
+    }
+}
+
+/// An id below 256 stands for the one with that index among `handed_out` (see [`dispatcher`]).
+fn substitute<T: Copy + Into<Value>>(id: &mut Value, handed_out: &[T]) {
+    if let Some(index) = id.as_u64().filter(|&index| index < 256) {
+        if !handed_out.is_empty() {
+            *id = handed_out[index as usize % handed_out.len()].into();
+        }
+    }
+}
+
+/// [`substitute`] for the id under `key` in a map.
+fn substitute_entry<T: Copy + Into<Value>>(map: &mut Value, key: &str, handed_out: &[T]) {
+    if let Value::Map(entries) = map {
+        for (_, id) in entries.iter_mut().filter(|(k, _)| k.as_str() == Some(key)) {
+            substitute(id, handed_out);
+        }
+    }
+}
+
+fn entry_of<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
+    let Value::Map(entries) = map else {
+        return None;
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k.as_str() == Some(key))
+        .map(|(_, v)| v)
+}
