@@ -1,7 +1,7 @@
 //! Answers one Kong request: the RPC methods of spec §7.
 
 use crate::{
-    events::{Event, Events, InFlight, Yield},
+    events::{Answer, Event, Events, InFlight, Pending, Sink, Yield},
     executor::Executor,
     handoff::{Adopted, Forwarder},
     ids::EventIds,
@@ -33,6 +33,8 @@ pub enum Serves {
 
 pub enum Outcome {
     Reply(Vec<u8>),
+    /// A plugin thread sends the reply, through the connection's [`Sink`].
+    Deferred,
     /// The input cannot be answered (no request id): close the connection, log the reason.
     Close(String),
 }
@@ -47,7 +49,7 @@ pub struct Policy {
     pub fail_open: Vec<String>,
 }
 
-/// A loaded plugin and its runtime state.
+/// A loaded plugin and its runtime state; it also answers for its events ([`Answer`]).
 struct Served {
     plugin: Arc<LoadedPlugin>,
     /// Its events in flight, counted against `max_events_per_plugin`.
@@ -55,14 +57,16 @@ struct Served {
     fail_open: bool,
     overload_warnings: Throttle,
     stats: PluginStats,
+    /// The event table, which its answers end events in.
+    events: Arc<Events>,
 }
 
 pub struct Dispatcher {
-    plugins: HashMap<String, Served>,
+    plugins: HashMap<String, Arc<Served>>,
     max_instances: usize,
     max_events_per_plugin: usize,
     instances: Arc<Instances>,
-    pub events: Events,
+    pub events: Arc<Events>,
     event_ids: EventIds,
     executor: Executor,
     /// Set on SIGTERM: in-flight events finish, new ones are refused.
@@ -70,6 +74,78 @@ pub struct Dispatcher {
     /// The host this one replaced, while it still runs events of its own: Steps for events
     /// unknown here go to it.
     predecessor: parking_lot::Mutex<Option<Arc<Forwarder>>>,
+}
+
+impl Answer for Served {
+    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield) -> Vec<u8> {
+        let plugin = &self.plugin.name;
+        let phase = event.phase;
+        let ended = |ending| self.stats.event(phase, ending, event.started.elapsed());
+        let (method, args) = match yielded {
+            Yield::Call {
+                method,
+                args,
+                terminal,
+            } => {
+                self.stats.pdk_call(phase);
+                if terminal {
+                    self.events.finish(event.id);
+                    ended(Ending::Exited);
+                } else {
+                    self.events.waiting_for_kong(event);
+                }
+                return rpc::step_reply(
+                    msgid,
+                    event.id,
+                    StepData::Call {
+                        method: &method,
+                        args: &args,
+                    },
+                );
+            }
+            Yield::Done(Ok(())) => {
+                self.events.finish(event.id);
+                ended(Ending::Returned);
+                return rpc::step_reply(msgid, event.id, StepData::Ret);
+            }
+            Yield::Done(Err(error)) => {
+                self.events.finish(event.id);
+                ended(match error.kind {
+                    PhaseErrorKind::Panicked => Ending::Panicked,
+                    PhaseErrorKind::Failed => Ending::Failed,
+                });
+                // The plugin reports panics as "panicked at <file:line:col>: <message>".
+                let what = match (error.kind, error.message.strip_prefix("panicked at ")) {
+                    (PhaseErrorKind::Panicked, Some(located)) => format!("panicked at {located}"),
+                    (PhaseErrorKind::Panicked, None) => format!("panicked: {}", error.message),
+                    (PhaseErrorKind::Failed, _) => format!("failed: {}", error.message),
+                };
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
+                match exit_args(phase, 500, FAIL_CLOSED_BODY).filter(|_| !self.fail_open) {
+                    Some(args) => ("kong.response.exit".to_string(), args),
+                    None => return rpc::step_reply(msgid, event.id, StepData::Ret),
+                }
+            }
+            Yield::Stuck => {
+                self.events.finish(event.id);
+                ended(Ending::Abandoned);
+                let secs = self.events.idle_timeout.as_secs();
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
+                return rpc::error_reply(
+                    msgid,
+                    &format!("{plugin} {phase}: handler did not answer within {secs}s"),
+                );
+            }
+        };
+        rpc::step_reply(
+            msgid,
+            event.id,
+            StepData::Call {
+                method: &method,
+                args: &args,
+            },
+        )
+    }
 }
 
 /// Kong's own wording for an internal error (its 500 body), used when a handler fails.
@@ -83,6 +159,7 @@ impl Dispatcher {
         executor: Executor,
         policy: Policy,
     ) -> Self {
+        let events = Arc::new(events);
         Dispatcher {
             plugins: plugins
                 .into_iter()
@@ -93,8 +170,9 @@ impl Dispatcher {
                         in_flight: Arc::default(),
                         overload_warnings: Throttle::default(),
                         stats: PluginStats::default(),
+                        events: Arc::clone(&events),
                     };
-                    (served.plugin.name.clone(), served)
+                    (served.plugin.name.clone(), Arc::new(served))
                 })
                 .collect(),
             max_instances: policy.max_instances,
@@ -154,8 +232,9 @@ impl Dispatcher {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Answers one complete MessagePack message.
-    pub async fn dispatch(&self, serves: &Serves, message: Value) -> Outcome {
+    /// Answers one complete MessagePack message: at once, or (HandleEvent and Steps) from the
+    /// plugin thread through `sink`, the connection it came in on.
+    pub async fn dispatch(&self, serves: &Serves, message: Value, sink: &Arc<dyn Sink>) -> Outcome {
         let (msgid, request) = match rpc::parse(message) {
             Ok(parsed) => parsed,
             Err(RequestError::Unanswerable(reason)) => return Outcome::Close(reason),
@@ -167,20 +246,22 @@ impl Dispatcher {
         let reply = match request {
             Request::StartInstance { name, config } => {
                 self.start_instance(serves, &name, config).await.map(|id| {
-                    let result = Value::Map(vec![
-                        (Value::from("Id"), Value::from(id)),
-                        (
-                            Value::from("Name"),
-                            Value::from(String::from_utf8_lossy(&name).as_ref()),
-                        ),
-                        (Value::from("StartTime"), Value::from(unix_now())),
-                    ]);
-                    rpc::result_reply(msgid, &result)
+                    Some({
+                        let result = Value::Map(vec![
+                            (Value::from("Id"), Value::from(id)),
+                            (
+                                Value::from("Name"),
+                                Value::from(String::from_utf8_lossy(&name).as_ref()),
+                            ),
+                            (Value::from("StartTime"), Value::from(unix_now())),
+                        ]);
+                        rpc::result_reply(msgid, &result)
+                    })
                 })
             }
             Request::CloseInstance { instance_id } => {
                 if self.instances.close(instance_id) {
-                    Ok(rpc::result_reply(msgid, &Value::Nil))
+                    Ok(Some(rpc::result_reply(msgid, &Value::Nil)))
                 } else {
                     Err(no_instance(instance_id))
                 }
@@ -188,18 +269,22 @@ impl Dispatcher {
             Request::HandleEvent {
                 instance_id,
                 event_name,
-            } => self.handle_event(msgid, instance_id, &event_name).await,
+            } => self.handle_event(msgid, instance_id, &event_name, sink),
             Request::Step { event_id, data } => {
                 let mut encoded = Vec::with_capacity(32);
                 rmpv::encode::write_value(&mut encoded, &data).expect("Vec write");
-                self.step(msgid, event_id, Ok(encoded)).await
+                self.step(msgid, event_id, Ok(encoded), sink).await
             }
             Request::StepError { event_id, message } => {
-                self.step(msgid, event_id, Err(message)).await
+                self.step(msgid, event_id, Err(message), sink).await
             }
-            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status())),
+            Request::GetStatus => Ok(Some(rpc::result_reply(msgid, &self.status()))),
         };
-        Outcome::Reply(reply.unwrap_or_else(|error| rpc::error_reply(msgid, &error)))
+        match reply {
+            Ok(Some(reply)) => Outcome::Reply(reply),
+            Ok(None) => Outcome::Deferred,
+            Err(error) => Outcome::Reply(rpc::error_reply(msgid, &error)),
+        }
     }
 
     /// `serves`: what the socket the request came in on serves.
@@ -254,12 +339,14 @@ impl Dispatcher {
         result.map_err(|error| format!("{plugin_name}: {error}"))
     }
 
-    async fn handle_event(
+    /// `Ok(None)`: the handler's plugin thread answers.
+    fn handle_event(
         &self,
         msgid: MsgId,
         instance_id: i64,
         event_name: &[u8],
-    ) -> Result<Vec<u8>, String> {
+        sink: &Arc<dyn Sink>,
+    ) -> Result<Option<Vec<u8>>, String> {
         let instance = self
             .instances
             .get(instance_id)
@@ -272,18 +359,25 @@ impl Dispatcher {
         })?;
         let event_id = self.event_ids.next();
         if !instance.plugin.implements(phase) {
-            return Ok(rpc::step_reply(msgid, event_id, StepData::Ret));
+            return Ok(Some(rpc::step_reply(msgid, event_id, StepData::Ret)));
         }
         if self.draining.load(Ordering::Acquire) {
             return Err("kong-rust-host is shutting down".into());
         }
         let served = &self.plugins[&instance.plugin.name];
         let Some(place) = InFlight::acquire(&served.in_flight, self.max_events_per_plugin) else {
-            return self.overloaded(msgid, event_id, served, phase);
+            return self.overloaded(msgid, event_id, served, phase).map(Some);
         };
-        let (event, job, first_yield) = self.events.start(event_id, instance, phase, place);
+        let pending = Pending {
+            msgid,
+            sink: Arc::clone(sink),
+        };
+        let answer: Arc<dyn Answer> = Arc::clone(served) as Arc<dyn Answer>;
+        let job = self
+            .events
+            .start(event_id, instance, phase, place, pending, answer);
         self.executor.spawn(job);
-        Ok(self.answer(msgid, &event, first_yield).await)
+        Ok(None)
     }
 
     /// A plugin at its limit of events in flight: its request fails like a failed handler would
@@ -319,12 +413,14 @@ impl Dispatcher {
         }
     }
 
+    /// `Ok(None)`: the handler's plugin thread answers.
     async fn step(
         &self,
         msgid: MsgId,
         event_id: u64,
         result: Result<Vec<u8>, String>,
-    ) -> Result<Vec<u8>, String> {
+        sink: &Arc<dyn Sink>,
+    ) -> Result<Option<Vec<u8>>, String> {
         let Some(event) = self.events.get(event_id) else {
             let predecessor = self.predecessor.lock().clone();
             return match predecessor {
@@ -334,101 +430,30 @@ impl Dispatcher {
                         event_id,
                         result.as_deref().map_err(String::as_str),
                     );
-                    forwarder.call(&request, self.events.idle_timeout).await
+                    forwarder
+                        .call(&request, self.events.idle_timeout)
+                        .await
+                        .map(Some)
                 }
                 None => Err(format!("event id {event_id} not found")),
             };
         };
-        let next = self.events.resume(&event, result)?;
-        Ok(self.answer(msgid, &event, next).await)
-    }
-
-    /// Waits for the handler's next yield and turns it into the reply.
-    async fn answer(&self, msgid: MsgId, event: &Event, next: oneshot::Receiver<Yield>) -> Vec<u8> {
-        let plugin = &event.instance.plugin.name;
-        let phase = event.phase;
-        let stats = &self.plugins[plugin].stats;
-        let ended = |ending| stats.event(phase, ending, event.started.elapsed());
-        let yielded = tokio::time::timeout(self.events.idle_timeout, next).await;
-        let (method, args) = match yielded {
-            Ok(Ok(Yield::Call {
-                method,
-                args,
-                terminal,
-            })) => {
-                stats.pdk_call(phase);
-                if terminal {
-                    self.events.finish(event.id);
-                    ended(Ending::Exited);
-                } else {
-                    self.events.waiting_for_kong(event);
-                }
-                return rpc::step_reply(
-                    msgid,
-                    event.id,
-                    StepData::Call {
-                        method: &method,
-                        args: &args,
-                    },
-                );
-            }
-            Ok(Ok(Yield::Done(Ok(())))) => {
-                self.events.finish(event.id);
-                ended(Ending::Returned);
-                return rpc::step_reply(msgid, event.id, StepData::Ret);
-            }
-            Ok(Ok(Yield::Done(Err(error)))) => {
-                self.events.finish(event.id);
-                ended(match error.kind {
-                    PhaseErrorKind::Panicked => Ending::Panicked,
-                    PhaseErrorKind::Failed => Ending::Failed,
-                });
-                // The plugin reports panics as "panicked at <file:line:col>: <message>".
-                let what = match (error.kind, error.message.strip_prefix("panicked at ")) {
-                    (PhaseErrorKind::Panicked, Some(located)) => format!("panicked at {located}"),
-                    (PhaseErrorKind::Panicked, None) => format!("panicked: {}", error.message),
-                    (PhaseErrorKind::Failed, _) => format!("failed: {}", error.message),
-                };
-                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
-                let fail_open = self.plugins[plugin].fail_open;
-                match exit_args(phase, 500, FAIL_CLOSED_BODY).filter(|_| !fail_open) {
-                    Some(args) => ("kong.response.exit".to_string(), args),
-                    None => return rpc::step_reply(msgid, event.id, StepData::Ret),
-                }
-            }
-            Ok(Err(_)) => {
-                self.events.finish(event.id);
-                ended(Ending::Failed);
-                tracing::error!(plugin = %plugin, %phase, event = event.id, "internal error: the handler's thread ended without answering");
-                return rpc::error_reply(
-                    msgid,
-                    &format!("{plugin} {phase}: internal error in kong-rust-host"),
-                );
-            }
-            Err(_) => {
-                self.events.finish(event.id);
-                ended(Ending::Abandoned);
-                let secs = self.events.idle_timeout.as_secs();
-                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
-                return rpc::error_reply(
-                    msgid,
-                    &format!("{plugin} {phase}: handler did not answer within {secs}s"),
-                );
-            }
-        };
-        rpc::step_reply(
+        let pending = Pending {
             msgid,
-            event.id,
-            StepData::Call {
-                method: &method,
-                args: &args,
-            },
-        )
+            sink: Arc::clone(sink),
+        };
+        self.events.resume(&event, result, pending)?;
+        Ok(None)
     }
 
     /// Removes the events Kong stopped answering, logging and counting each.
     pub fn reclaim_abandoned(&self) {
-        for event in self.events.reap() {
+        for (event, handler_silent) in self.events.reap() {
+            if handler_silent {
+                // Kong still waits for the handler's answer: it gets the error instead.
+                event.reply(Yield::Stuck);
+                continue;
+            }
             let plugin = &event.instance.plugin.name;
             self.plugins[plugin].stats.event(
                 event.phase,

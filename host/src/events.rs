@@ -5,12 +5,17 @@
 //! resumes the handler with the result. Events live in one table keyed by event id, because the
 //! Steps of one event arrive on different connections.
 //!
+//! The plugin thread writes each reply itself, to the connection the request it answers came in
+//! on (Kong sends nothing on a connection until it has its reply, so nothing else writes there
+//! meanwhile): the socket task goes back to reading at once, and a PDK call costs one thread
+//! hand-off instead of two.
+//!
 //! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a
 //! PDK call raises inside Kong (spec §8). Terminal calls end the event at once; anything else
 //! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
 //! "event ended" error so its thread is freed.
 
-use crate::{frame::Scanner, instances::Live, sharded::ShardedMap};
+use crate::{frame::Scanner, instances::Live, rpc::MsgId, sharded::ShardedMap};
 use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RResult, RSlice, RStr, RVec},
@@ -26,9 +31,9 @@ use std::{
     thread::{self, Thread},
     time::{Duration, Instant},
 };
-use tokio::sync::oneshot;
 
-/// What the handler hands to the socket side: its next PDK call, or its end.
+/// What answers Kong's pending request for an event: the handler's next PDK call, its end, or
+/// the reaper giving up on it.
 pub enum Yield {
     Call {
         method: String,
@@ -36,13 +41,30 @@ pub enum Yield {
         terminal: bool,
     },
     Done(Result<(), PhaseError>),
+    /// The handler ran past the idle deadline without a PDK call or an end.
+    Stuck,
 }
 
-/// What a Step hands to the handler: Kong's result, and where to send the next [`Yield`].
-struct Resume {
-    result: Result<Vec<u8>, String>,
-    reply: oneshot::Sender<Yield>,
+/// A connection's write side, for the replies plugin threads send themselves.
+pub trait Sink: Send + Sync {
+    /// Writes one whole reply; a connection Kong closed meanwhile is only logged.
+    fn send(&self, reply: &[u8]);
 }
+
+/// Turns a [`Yield`] into the reply bytes, ending the event when it is over (the dispatcher's
+/// policy: statistics, fail-closed exits).
+pub trait Answer: Send + Sync {
+    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield) -> Vec<u8>;
+}
+
+/// The Kong request (HandleEvent or Step) an event's next yield answers.
+pub struct Pending {
+    pub msgid: MsgId,
+    pub sink: Arc<dyn Sink>,
+}
+
+/// Kong's result of the handler's last PDK call.
+type Resume = Result<Vec<u8>, String>;
 
 /// Kong's Step results on their way to the handler: one slot per event, reused for every step,
 /// with the handler's thread parked on it. It replaces a channel, whose per-message allocation,
@@ -111,8 +133,7 @@ impl Mailbox {
         }
     }
 
-    /// Refuses further deliveries; one not taken yet is dropped, which tells its Step (waiting
-    /// for the handler's next yield) that none will come.
+    /// Refuses further deliveries and wakes a waiting handler.
     fn close(&self) {
         let undelivered = {
             let mut slot = self.slot();
@@ -152,7 +173,11 @@ pub struct Event {
     pub id: u64,
     pub instance: Arc<Live>,
     pub phase: Phase,
-    mailbox: Arc<Mailbox>,
+    mailbox: Mailbox,
+    /// The Kong request waiting for the handler's next yield; taken by whoever answers it (the
+    /// handler, or the reaper when the handler is stuck), so it is answered exactly once.
+    pending: Mutex<Option<Pending>>,
+    answer: Arc<dyn Answer>,
     /// True while the handler runs (between a Step and its next yield); a Step arriving then is
     /// refused instead of being queued behind the one in progress.
     running: AtomicBool,
@@ -163,11 +188,27 @@ pub struct Event {
     _place: InFlight,
 }
 
-/// Dropping the last handle of an event (it left the table and no Step holds it) tells a
-/// handler still waiting that the event is over.
-impl Drop for Event {
-    fn drop(&mut self) {
-        self.mailbox.close();
+impl Event {
+    /// Answers the pending request with `yielded`; false when there was none (the event was
+    /// reclaimed, or already answered).
+    pub fn reply(&self, yielded: Yield) -> bool {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(Pending { msgid, sink }) = pending else {
+            return false;
+        };
+        sink.send(&self.answer.answer(self, msgid, yielded));
+        true
+    }
+
+    fn set_pending(&self, pending: Option<Pending>) -> Option<Pending> {
+        std::mem::replace(
+            &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
+            pending,
+        )
     }
 }
 
@@ -192,22 +233,24 @@ impl Events {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Registers event `id` and returns it with the job that runs its handler (to be spawned on
-    /// a plugin thread) and the receiver of the handler's first yield.
+    /// Registers event `id`, whose first yield answers `pending` (the HandleEvent), and returns
+    /// the job that runs its handler, to be spawned on a plugin thread.
     pub fn start(
         &self,
         id: u64,
         instance: Arc<Live>,
         phase: Phase,
         place: InFlight,
-    ) -> (Arc<Event>, impl FnOnce() + Send, oneshot::Receiver<Yield>) {
-        let mailbox = Arc::new(Mailbox::default());
-        let (reply, first_yield) = oneshot::channel();
+        pending: Pending,
+        answer: Arc<dyn Answer>,
+    ) -> impl FnOnce() + Send {
         let event = Arc::new(Event {
             id,
-            instance: Arc::clone(&instance),
+            instance,
             phase,
-            mailbox: Arc::clone(&mailbox),
+            mailbox: Mailbox::default(),
+            pending: Mutex::new(Some(pending)),
+            answer,
             running: AtomicBool::new(true),
             touched_ms: AtomicU64::new(self.now_ms()),
             started: Instant::now(),
@@ -215,44 +258,46 @@ impl Events {
         });
         self.table.insert(id, Arc::clone(&event));
         let timeout = self.idle_timeout;
-        let job = move || {
-            let _ = mailbox.handler.set(thread::current());
-            run_handler(&instance, phase, reply, mailbox, timeout)
-        };
-        (event, job, first_yield)
+        move || {
+            let _ = event.mailbox.handler.set(thread::current());
+            run_handler(event, timeout)
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Event>> {
         self.table.get(id)
     }
 
-    /// Ends an event: dropping its entry disconnects a handler still waiting for a Step.
+    /// Ends an event; a handler still waiting for a Step wakes to "event ended".
     pub fn finish(&self, id: u64) {
-        self.table.remove(id);
+        if let Some(event) = self.table.remove(id) {
+            event.mailbox.close();
+        }
     }
 
     pub fn in_flight(&self) -> usize {
         self.table.len()
     }
 
-    /// Hands Kong's Step result to the waiting handler; the receiver yields its next call.
-    pub fn resume(
-        &self,
-        event: &Event,
-        result: Result<Vec<u8>, String>,
-    ) -> Result<oneshot::Receiver<Yield>, String> {
+    /// Hands Kong's Step result to the waiting handler, whose next yield answers `pending`.
+    /// `Err`: answer the Step with this error, nothing else will.
+    pub fn resume(&self, event: &Event, result: Resume, pending: Pending) -> Result<(), String> {
         if event.running.swap(true, Ordering::AcqRel) {
             return Err(format!(
                 "event {} is still running its previous step",
                 event.id
             ));
         }
-        let (reply, next) = oneshot::channel();
-        if !event.mailbox.deliver(Resume { result, reply }) {
+        event.touched_ms.store(self.now_ms(), Ordering::Release);
+        event.set_pending(Some(pending));
+        if !event.mailbox.deliver(result) {
             self.finish(event.id);
-            return Err(format!("event {} already ended", event.id));
+            // The handler, ending, may have answered it already; if not, the caller does.
+            if event.set_pending(None).is_some() {
+                return Err(format!("event {} already ended", event.id));
+            }
         }
-        Ok(next)
+        Ok(())
     }
 
     /// The handler yielded a PDK call: Kong now owes the next Step.
@@ -261,57 +306,58 @@ impl Events {
         event.running.store(false, Ordering::Release);
     }
 
-    /// Removes events Kong stopped answering; returns them for logging.
-    pub fn reap(&self) -> Vec<Arc<Event>> {
+    /// Removes the events silent past the idle deadline, waking their handlers; returns them
+    /// with whether the handler was the silent side (running) rather than Kong.
+    pub fn reap(&self) -> Vec<(Arc<Event>, bool)> {
         let deadline = self
             .now_ms()
             .saturating_sub(self.idle_timeout.as_millis() as u64);
-        self.table.extract_if(|event| {
-            !event.running.load(Ordering::Acquire)
-                && event.touched_ms.load(Ordering::Acquire) < deadline
-        })
+        let reaped = self
+            .table
+            .extract_if(|event| event.touched_ms.load(Ordering::Acquire) < deadline);
+        reaped
+            .into_iter()
+            .map(|event| {
+                event.mailbox.close();
+                let running = event.running.load(Ordering::Acquire);
+                (event, running)
+            })
+            .collect()
     }
 }
 
 /// Runs on a plugin thread: the handler, then its final yield.
-fn run_handler(
-    instance: &Live,
-    phase: Phase,
-    reply: oneshot::Sender<Yield>,
-    mailbox: Arc<Mailbox>,
-    timeout: Duration,
-) {
+fn run_handler(event: Arc<Event>, timeout: Duration) {
     let bridge = Bridge {
-        reply: RefCell::new(Some(reply)),
-        mailbox,
+        event,
         ended: RefCell::new(None),
         timeout,
     };
     let host: HostRef<'_> = Host_TO::from_ptr(&bridge, TD_Opaque);
-    let outcome = instance.object.run_phase(phase, host).into_result();
-    match bridge.reply.take() {
-        Some(reply) => {
-            // The socket side may be gone (deadline passed): nothing left to tell.
-            let _ = reply.send(Yield::Done(outcome));
-        }
-        None => {
-            if let Err(error) = outcome {
-                tracing::warn!(
-                    plugin = %instance.plugin.name,
-                    %phase,
-                    "handler failed after its event ended: {}",
-                    error.message
-                );
-            }
+    let event = &bridge.event;
+    let outcome = event
+        .instance
+        .object
+        .run_phase(event.phase, host)
+        .into_result();
+    let failure = outcome
+        .as_ref()
+        .err()
+        .map(|error| error.message.to_string());
+    if !event.reply(Yield::Done(outcome)) {
+        if let Some(message) = failure {
+            tracing::warn!(
+                plugin = %event.instance.plugin.name,
+                phase = %event.phase,
+                "handler failed after its event ended: {message}"
+            );
         }
     }
 }
 
 /// The plugin-thread end of one event, seen by the plugin as its [`Host`].
 struct Bridge {
-    /// Where the next yield goes; taken while Kong has it, returned by the next Step.
-    reply: RefCell<Option<oneshot::Sender<Yield>>>,
-    mailbox: Arc<Mailbox>,
+    event: Arc<Event>,
     /// Set once the event is over: every later PDK call fails fast with this reason.
     ended: RefCell<Option<String>>,
     timeout: Duration,
@@ -320,7 +366,7 @@ struct Bridge {
 /// The handler returned: a Step arriving now is refused instead of waiting forever.
 impl Drop for Bridge {
     fn drop(&mut self) {
-        self.mailbox.close();
+        self.event.mailbox.close();
     }
 }
 
@@ -347,17 +393,12 @@ impl Bridge {
             ));
         }
         let terminal = matches!(method, "kong.response.exit" | "kong.response.error");
-        let Some(reply) = self.reply.take() else {
-            return Err(self.end(format!(
-                "{method}: the event has no pending Kong call to answer"
-            )));
-        };
         let call = Yield::Call {
             method: method.to_string(),
             args: args.to_vec(),
             terminal,
         };
-        if reply.send(call).is_err() {
+        if !self.event.reply(call) {
             return Err(self.end(format!(
                 "{method}: the event was reclaimed (Kong stopped answering)"
             )));
@@ -367,9 +408,8 @@ impl Bridge {
             self.end(format!("the request was already ended by {method}"));
             return Ok(NIL.to_vec());
         }
-        match self.mailbox.wait(self.timeout) {
-            Ok(Resume { result, reply }) => {
-                *self.reply.borrow_mut() = Some(reply);
+        match self.event.mailbox.wait(self.timeout) {
+            Ok(result) => {
                 result.map_err(|message| error(HostErrorKind::Kong, format!("{method}: {message}")))
             }
             Err(Wait::Timeout) => Err(self.end(format!(

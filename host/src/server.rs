@@ -2,6 +2,7 @@
 
 use crate::{
     dispatch::{Dispatcher, Outcome, Serves},
+    events::Sink,
     frame::Frames,
     handoff, rpc,
     throttle::Throttle,
@@ -9,7 +10,8 @@ use crate::{
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsFd, OwnedFd},
+    io::Write,
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
@@ -349,6 +351,9 @@ enum Turn {
 
 impl Connection {
     async fn serve(self, mut stream: UnixStream, buffered: Vec<u8>, fresh: bool) {
+        let Some(sink) = StreamSink::of(&stream) else {
+            return;
+        };
         // A handed-over connection sits in Kong's pool between calls: an unsolicited
         // notification now would be read as the reply to its next call (spec §6.1).
         if fresh {
@@ -378,7 +383,7 @@ impl Connection {
                     unanswered.extend_from_slice(frames.buffer());
                     return self.hand_over(stream, unanswered);
                 }
-                if !self.answer(&mut stream, message).await {
+                if !self.answer(&mut stream, &sink, message).await {
                     return;
                 }
             }
@@ -398,6 +403,9 @@ impl Connection {
 
     /// The predecessor's side of a forwarding connection: every request answered here.
     async fn serve_to_end(self, mut stream: UnixStream) {
+        let Some(sink) = StreamSink::of(&stream) else {
+            return;
+        };
         let mut frames = self.frames();
         loop {
             loop {
@@ -407,7 +415,7 @@ impl Connection {
                 let Some(message) = next else {
                     break;
                 };
-                if !self.answer(&mut stream, message).await {
+                if !self.answer(&mut stream, &sink, message).await {
                     return;
                 }
             }
@@ -460,9 +468,16 @@ impl Connection {
     }
 
     /// Answers one request; false when the connection must close.
-    async fn answer(&self, stream: &mut UnixStream, message: rmpv::Value) -> bool {
-        let reply = match self.server.dispatcher.dispatch(&self.serves, message).await {
+    async fn answer(
+        &self,
+        stream: &mut UnixStream,
+        sink: &Arc<dyn Sink>,
+        message: rmpv::Value,
+    ) -> bool {
+        let dispatched = self.server.dispatcher.dispatch(&self.serves, message, sink);
+        let reply = match dispatched.await {
             Outcome::Reply(reply) => reply,
+            Outcome::Deferred => return true,
             Outcome::Close(reason) => {
                 tracing::warn!("closing a connection: {reason}");
                 return false;
@@ -491,6 +506,59 @@ impl Connection {
             Err(error) => {
                 tracing::debug!("connection read failed: {error}");
                 false
+            }
+        }
+    }
+}
+
+/// The write side of a Kong connection for plugin threads: a second descriptor of the same
+/// socket. Writes block the plugin thread (never a socket thread) while Kong's side is full.
+struct StreamSink {
+    stream: std::os::unix::net::UnixStream,
+}
+
+/// How long a reply may wait for Kong to make room; Kong's own read timeout is 60 s.
+const SEND_TIMEOUT_MS: i32 = 60_000;
+
+impl StreamSink {
+    fn of(stream: &UnixStream) -> Option<Arc<dyn Sink>> {
+        match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => Some(Arc::new(StreamSink { stream: fd.into() })),
+            Err(error) => {
+                tracing::warn!("closing a connection: cannot duplicate its descriptor: {error}");
+                None
+            }
+        }
+    }
+}
+
+impl Sink for StreamSink {
+    fn send(&self, reply: &[u8]) {
+        let mut rest = reply;
+        while !rest.is_empty() {
+            match (&self.stream).write(rest) {
+                Ok(0) => break,
+                Ok(written) => rest = &rest[written..],
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                // The socket is non-blocking (tokio owns it): wait for room.
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    let mut poll = libc::pollfd {
+                        fd: self.stream.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd, for a descriptor this sink owns.
+                    if unsafe { libc::poll(&mut poll, 1, SEND_TIMEOUT_MS) } == 0 {
+                        tracing::warn!("Kong did not read a reply within 60s; dropping it");
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        "Kong closed the connection before the reply was written: {error}"
+                    );
+                    return;
+                }
             }
         }
     }

@@ -5,7 +5,7 @@
 use super::plugin::FuzzPlugin;
 use crate::{
     dispatch::{Dispatcher, Outcome, Policy, Serves},
-    events::Events,
+    events::{Events, Sink},
     executor::Executor,
     frame::{Frames, Scanner},
     ids::InstanceIds,
@@ -13,7 +13,11 @@ use crate::{
     rpc::{self, MsgId, Request},
 };
 use rmpv::Value;
-use std::{path::PathBuf, sync::OnceLock, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{mpsc, Arc, OnceLock},
+    time::Duration,
+};
 
 /// Input: one options byte, then the bytes Kong sends. The options pick what the socket serves
 /// (the plugin, all plugins, another plugin) and the size of each read (1–63 bytes, or all at
@@ -42,9 +46,12 @@ pub fn dispatcher(data: &[u8]) {
         0 => stream.len().max(1),
         n => n,
     };
+    let (replies_in, replies) = mpsc::channel();
     let mut connection = Connection {
         dispatcher: dispatcher_for_one_input(),
         serves,
+        sink: Arc::new(Collected(replies_in)),
+        replies,
         live: Vec::new(),
         events: Vec::new(),
     };
@@ -88,6 +95,9 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 struct Connection {
     dispatcher: Dispatcher,
     serves: Serves,
+    /// Where plugin threads send the replies they write themselves, and where they arrive.
+    sink: Arc<dyn Sink>,
+    replies: mpsc::Receiver<Vec<u8>>,
     /// Instance ids started and not closed, in the order the host handed them out.
     live: Vec<i64>,
     /// Event ids the host answered with a PDK call.
@@ -125,11 +135,21 @@ impl Connection {
             _ => None,
         };
         let request = rpc::parse(message.clone()).ok().map(|(_, request)| request);
-        match (self.dispatcher.dispatch(&self.serves, message).await, msgid) {
+        let outcome = self.dispatcher.dispatch(&self.serves, message, &self.sink);
+        match (outcome.await, msgid) {
             (Outcome::Reply(reply), Some(msgid)) => {
                 self.check_reply(msgid, request, &reply);
                 true
             }
+            (Outcome::Deferred, Some(msgid)) => {
+                let reply = self
+                    .replies
+                    .recv_timeout(DEFERRED_REPLY_TIMEOUT)
+                    .expect("a plugin thread's reply");
+                self.check_reply(msgid, request, &reply);
+                true
+            }
+            (Outcome::Deferred, None) => panic!("deferred a message that has no msgid"),
             (Outcome::Close(_), None) => false,
             (Outcome::Reply(_), None) => panic!("answered a message that has no msgid"),
             (Outcome::Close(reason), Some(_)) => panic!("a request went unanswered: {reason}"),
@@ -279,4 +299,16 @@ fn entry_of<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
         .iter()
         .find(|(k, _)| k.as_str() == Some(key))
         .map(|(_, v)| v)
+}
+
+/// The fuzz plugin answers at once: a reply slower than this is a hang.
+const DEFERRED_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Collects the replies plugin threads write, as a socket would carry them.
+struct Collected(mpsc::Sender<Vec<u8>>);
+
+impl Sink for Collected {
+    fn send(&self, reply: &[u8]) {
+        let _ = self.0.send(reply.to_vec());
+    }
 }
