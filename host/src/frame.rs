@@ -3,9 +3,9 @@
 //! MsgPack:1 has no length prefix: the stream is a concatenation of MessagePack values. The
 //! scanner walks value headers without decoding or allocating, so it can say "one complete
 //! message is the first N bytes" or "not yet", and it resumes where it stopped when more bytes
-//! arrive (a multi-megabyte message in 4 KiB reads is scanned once, not once per read). Sizes and
-//! nesting are checked against limits from the headers alone, before anything is buffered for
-//! them.
+//! arrive (a multi-megabyte message in 4 KiB reads is scanned once, not once per read). Sizes,
+//! nesting and the number of values are checked against limits from the headers alone, before
+//! anything is buffered or decoded for them.
 
 use thiserror::Error;
 
@@ -17,7 +17,14 @@ pub enum FrameError {
     TooLarge { limit: usize },
     #[error("message nests deeper than {limit} levels")]
     TooDeep { limit: usize },
+    #[error("message holds more than {limit} values")]
+    TooManyValues { limit: u64 },
 }
+
+/// Values one message may hold. Each decodes to a value of some 40 bytes, so without it a frame
+/// of one-byte nils under the size limit would decode to gigabytes; Kong's largest messages (a
+/// body, a page of headers) hold a few thousand.
+pub const MAX_VALUES: u64 = 1 << 20;
 
 /// Scanner state for the message at the front of a connection's buffer.
 #[derive(Debug)]
@@ -28,6 +35,8 @@ pub struct Scanner {
     pos: usize,
     /// For each open container (outermost first), how many values it still holds.
     open: Vec<u64>,
+    /// Values scanned so far in this message.
+    values: u64,
 }
 
 impl Scanner {
@@ -37,6 +46,7 @@ impl Scanner {
             max_depth,
             pos: 0,
             open: Vec::new(),
+            values: 0,
         }
     }
 
@@ -45,6 +55,7 @@ impl Scanner {
     pub fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         if self.pos == 0 && self.open.is_empty() {
             self.open.push(1);
+            self.values = 0;
         }
         while let Some(left) = self.open.last_mut() {
             if *left == 0 {
@@ -77,6 +88,10 @@ impl Scanner {
             }
             *left -= 1;
             self.pos = end as usize;
+            self.values += 1;
+            if self.values > MAX_VALUES {
+                return Err(FrameError::TooManyValues { limit: MAX_VALUES });
+            }
             if header.container {
                 // `open` holds the root's entry and one per enclosing container, so its length
                 // is this container's nesting level (1 at the top). Empty ones count too.
@@ -210,6 +225,27 @@ fn header(b: &[u8]) -> Result<Option<Header>, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_of_more_values_than_the_limit_is_refused_before_it_is_decoded() {
+        let count = MAX_VALUES as u32 + 1;
+        let mut message = vec![0xdd];
+        message.extend_from_slice(&count.to_be_bytes());
+        message.resize(5 + count as usize, 0xc0);
+        let mut scanner = Scanner::new(64 << 20, 128);
+        assert_eq!(
+            scanner.scan(&message),
+            Err(FrameError::TooManyValues { limit: MAX_VALUES })
+        );
+        // One value fewer (the array itself counts) is a message.
+        let mut fits = vec![0xdd];
+        fits.extend_from_slice(&(count - 2).to_be_bytes());
+        fits.resize(5 + (count - 2) as usize, 0xc0);
+        assert_eq!(
+            Scanner::new(64 << 20, 128).scan(&fits),
+            Ok(Some(fits.len()))
+        );
+    }
 
     fn encode(value: &rmpv::Value) -> Vec<u8> {
         let mut out = Vec::new();

@@ -132,9 +132,19 @@ impl Limits {
             }
             (FrameError::TooLarge { .. }, Ok(_)) => assert!(len > self.max_len),
             (FrameError::TooDeep { .. }, Ok(value)) => assert!(depth(&value) > self.max_depth),
+            (FrameError::TooManyValues { limit }, Ok(value)) => assert!(values(&value) > *limit),
             // Not all there yet: the header that gave it away is all the scanner had.
             (_, Err(_)) => {}
         }
+    }
+}
+
+/// Values in a message, containers and their contents alike: 3 for `[1, 2]`.
+fn values(value: &Value) -> u64 {
+    1 + match value {
+        Value::Array(items) => items.iter().map(values).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| values(k) + values(v)).sum(),
+        _ => 0,
     }
 }
 
