@@ -17,7 +17,7 @@ use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        Arc, Weak,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -57,8 +57,9 @@ struct Served {
     fail_open: bool,
     overload_warnings: Throttle,
     stats: PluginStats,
-    /// The event table, which its answers end events in.
-    events: Arc<Events>,
+    /// The event table, which its answers end events in. Weak: the table holds events, which
+    /// hold this; a strong reference would make a cycle that outlives the dispatcher.
+    events: Weak<Events>,
 }
 
 pub struct Dispatcher {
@@ -79,6 +80,9 @@ pub struct Dispatcher {
 impl Answer for Served {
     fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield) -> Vec<u8> {
         let plugin = &self.plugin.name;
+        let Some(events) = self.events.upgrade() else {
+            return rpc::error_reply(msgid, "kong-rust-host is shutting down");
+        };
         let phase = event.phase;
         let ended = |ending| self.stats.event(phase, ending, event.started.elapsed());
         let (method, args) = match yielded {
@@ -89,10 +93,10 @@ impl Answer for Served {
             } => {
                 self.stats.pdk_call(phase);
                 if terminal {
-                    self.events.finish(event.id);
+                    events.finish(event.id);
                     ended(Ending::Exited);
                 } else {
-                    self.events.waiting_for_kong(event);
+                    events.waiting_for_kong(event);
                 }
                 return rpc::step_reply(
                     msgid,
@@ -104,12 +108,12 @@ impl Answer for Served {
                 );
             }
             Yield::Done(Ok(())) => {
-                self.events.finish(event.id);
+                events.finish(event.id);
                 ended(Ending::Returned);
                 return rpc::step_reply(msgid, event.id, StepData::Ret);
             }
             Yield::Done(Err(error)) => {
-                self.events.finish(event.id);
+                events.finish(event.id);
                 ended(match error.kind {
                     PhaseErrorKind::Panicked => Ending::Panicked,
                     PhaseErrorKind::Failed => Ending::Failed,
@@ -127,9 +131,9 @@ impl Answer for Served {
                 }
             }
             Yield::Stuck => {
-                self.events.finish(event.id);
+                events.finish(event.id);
                 ended(Ending::Abandoned);
-                let secs = self.events.idle_timeout.as_secs();
+                let secs = events.idle_timeout.as_secs();
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
                 return rpc::error_reply(
                     msgid,
@@ -170,7 +174,7 @@ impl Dispatcher {
                         in_flight: Arc::default(),
                         overload_warnings: Throttle::default(),
                         stats: PluginStats::default(),
-                        events: Arc::clone(&events),
+                        events: Arc::downgrade(&events),
                     };
                     (served.plugin.name.clone(), Arc::new(served))
                 })

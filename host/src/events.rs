@@ -220,6 +220,16 @@ pub struct Events {
     pub idle_timeout: Duration,
 }
 
+/// The table going away (the dispatcher is dropped) ends every event in it: their handlers wake
+/// to "event ended" instead of waiting out the deadline.
+impl Drop for Events {
+    fn drop(&mut self) {
+        for event in self.table.values() {
+            event.mailbox.close();
+        }
+    }
+}
+
 impl Events {
     pub fn new(idle_timeout: Duration) -> Self {
         Events {

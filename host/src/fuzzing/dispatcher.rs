@@ -2,7 +2,7 @@
 //! and answered by a real [`Dispatcher`] serving [`FuzzPlugin`] (no socket: the replies are
 //! checked instead of written).
 
-use super::plugin::FuzzPlugin;
+use super::plugin::{FuzzPlugin, LIVE_INSTANCES};
 use crate::{
     dispatch::{Dispatcher, Outcome, Policy, Serves},
     events::{Events, Sink},
@@ -15,7 +15,7 @@ use crate::{
 use rmpv::Value;
 use std::{
     path::PathBuf,
-    sync::{mpsc, Arc, OnceLock},
+    sync::{atomic::Ordering, mpsc, Arc, OnceLock},
     time::Duration,
 };
 
@@ -56,6 +56,17 @@ pub fn dispatcher(data: &[u8]) {
         events: Vec::new(),
     };
     runtime().block_on(connection.serve(stream, read_size));
+    drop(connection);
+    // Handlers still waiting for Kong wake up to "event ended" and let go of their instance.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while LIVE_INSTANCES.load(Ordering::Acquire) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} plugin instances outlived their dispatcher",
+            LIVE_INSTANCES.load(Ordering::Acquire)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The server's limits, scaled down so that fuzz inputs reach them.

@@ -11,7 +11,10 @@ use serde::Serialize;
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::Path,
-    sync::OnceLock,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        OnceLock,
+    },
 };
 
 #[derive(Debug, PartialEq, Deserialize, Serialize, Schema)]
@@ -154,12 +157,23 @@ pub struct FuzzPlugin {
     header: String,
 }
 
+/// Constructed instances not dropped yet: the dispatcher target checks that none outlives its
+/// dispatcher (a reference cycle through the event table once kept them all).
+pub static LIVE_INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+impl Drop for FuzzPlugin {
+    fn drop(&mut self) {
+        LIVE_INSTANCES.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Plugin for FuzzPlugin {
     type Config = FuzzConfig;
 
     fn new(config: FuzzConfig) -> Result<Self> {
         // A panic here reaches the dispatcher target as a refused StartInstance naming it.
         config.check();
+        LIVE_INSTANCES.fetch_add(1, Ordering::AcqRel);
         Ok(FuzzPlugin {
             header: config.header,
         })
