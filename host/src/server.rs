@@ -241,6 +241,7 @@ impl Server {
             server: Arc::clone(self),
             name: Arc::clone(name),
             serves,
+            transferable: true,
         };
         tokio::spawn(async move {
             connection.serve(stream, buffered, fresh).await;
@@ -272,8 +273,9 @@ impl Server {
             server: Arc::clone(self),
             name: Arc::from(""),
             serves: Serves::All,
+            transferable: false,
         };
-        tokio::spawn(async move { connection.serve_to_end(stream).await });
+        tokio::spawn(connection.serve(stream, Vec::new(), false));
     }
 
     async fn drain(&self, grace: Duration) {
@@ -341,6 +343,9 @@ struct Connection {
     /// The socket it came in on, for a successor to know what it serves.
     name: Arc<str>,
     serves: Serves,
+    /// False for a successor's forwarding connection: that one stays, it is how the successor
+    /// reaches this process's events.
+    transferable: bool,
 }
 
 /// What a connection does next while this process hands over to a successor.
@@ -393,33 +398,8 @@ impl Connection {
             }
             let read = tokio::select! {
                 read = stream.read_buf(frames.buffer()) => read,
-                _ = handing_over.wait_for(|ready| *ready) => continue,
+                _ = handing_over.wait_for(|ready| *ready), if self.transferable => continue,
             };
-            if !self.read_more(read, frames.buffer()) {
-                return;
-            }
-        }
-    }
-
-    /// The predecessor's side of a forwarding connection: every request answered here.
-    async fn serve_to_end(self, mut stream: UnixStream) {
-        let Some(sink) = StreamSink::of(&stream) else {
-            return;
-        };
-        let mut frames = self.frames();
-        loop {
-            loop {
-                let Ok(next) = self.next_message(&mut frames) else {
-                    return;
-                };
-                let Some(message) = next else {
-                    break;
-                };
-                if !self.answer(&mut stream, &sink, message).await {
-                    return;
-                }
-            }
-            let read = stream.read_buf(frames.buffer()).await;
             if !self.read_more(read, frames.buffer()) {
                 return;
             }
@@ -439,9 +419,13 @@ impl Connection {
         })
     }
 
+    fn handing_over(&self) -> bool {
+        self.transferable && self.server.outgoing.handing_over()
+    }
+
     /// Once a successor accepts, only Steps of this process's own events are answered here.
     fn turn(&self, message: &rmpv::Value) -> Turn {
-        if !self.server.outgoing.handing_over() || self.server.dispatcher.owns_step(message) {
+        if !self.handing_over() || self.server.dispatcher.owns_step(message) {
             Turn::Serve
         } else {
             Turn::HandOver
@@ -449,7 +433,7 @@ impl Connection {
     }
 
     fn turn_when_idle(&self) -> Turn {
-        if self.server.outgoing.handing_over() {
+        if self.handing_over() {
             Turn::HandOver
         } else {
             Turn::Serve

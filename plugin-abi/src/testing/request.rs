@@ -19,6 +19,29 @@ pub(crate) enum Subsystem {
     Stream,
 }
 
+/// `header`, `body` and `json_body`: the same for a request and the service's response.
+macro_rules! http_message_builders {
+    () => {
+        /// Adds a header line; the same name again (in any case) adds a value.
+        pub fn header(mut self, name: &str, value: &str) -> Self {
+            self.headers.push((name.to_string(), value.to_string()));
+            self
+        }
+
+        /// The body (a `Content-Length` header is added when it is not empty).
+        pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+            self.body = body.into();
+            self
+        }
+
+        /// A JSON body with `Content-Type: application/json`.
+        pub fn json_body(self, body: &Json) -> Self {
+            self.header("content-type", "application/json")
+                .body(body.to_string())
+        }
+    };
+}
+
 /// A client request, built up with chained setters.
 ///
 /// `TestRequest::get("/orders?id=7")` is a plain `GET http://example.com/orders?id=7` from
@@ -228,23 +251,7 @@ impl TestRequest {
         self
     }
 
-    /// Adds a header line; calling it again with the same name (in any case) adds a value.
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    /// The request body (a `Content-Length` header is added when it is not empty).
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-
-    /// A JSON body with `Content-Type: application/json`.
-    pub fn json_body(self, body: &Json) -> Self {
-        self.header("content-type", "application/json")
-            .body(body.to_string())
-    }
+    http_message_builders!();
 
     pub fn client_ip(mut self, ip: &str) -> Self {
         self.client_ip = ip.to_string();
@@ -457,23 +464,7 @@ impl UpstreamResponse {
         }
     }
 
-    /// Adds a header line (names are case-insensitive and may repeat).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-
-    /// The body (a `Content-Length` header is added when it is not empty).
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
-        self.body = body.into();
-        self
-    }
-
-    /// A JSON body with `Content-Type: application/json`.
-    pub fn json_body(self, body: &Json) -> Self {
-        self.header("content-type", "application/json")
-            .body(body.to_string())
-    }
+    http_message_builders!();
 }
 
 fn default_route(protocols: &[&str]) -> Json {
