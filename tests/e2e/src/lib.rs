@@ -177,6 +177,20 @@ impl Setup {
     pub fn spawn(&self, extra_args: &[&str]) -> Host {
         Host::spawn(self.plugins.path(), self.sockets.path(), extra_args)
     }
+
+    /// Runs `serve` on these dirs to its exit, for a host that refuses to start:
+    /// (status, stdout, stderr).
+    pub fn serve_refused(&self, extra_args: &[&str]) -> (ExitStatus, String, String) {
+        let mut args = vec![
+            "serve",
+            "--plugins-dir",
+            self.plugins.path().to_str().unwrap(),
+            "--socket-dir",
+            self.sockets.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra_args);
+        run_host(&args)
+    }
 }
 
 /// A running `kong-rust-host serve`.

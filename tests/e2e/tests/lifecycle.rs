@@ -127,13 +127,7 @@ async fn unloadable_files_are_logged_and_the_rest_is_served() {
 #[test]
 fn a_plugins_dir_with_nothing_loadable_is_an_error_exit() {
     let setup = Setup::new(&[(&artifacts().not_a_plugin, "x.so")]);
-    let (status, _, stderr) = e2e::run_host(&[
-        "serve",
-        "--plugins-dir",
-        setup.plugins.path().to_str().unwrap(),
-        "--socket-dir",
-        setup.sockets.path().to_str().unwrap(),
-    ]);
+    let (status, _, stderr) = setup.serve_refused(&[]);
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("no plugin could be loaded from"),

@@ -53,13 +53,7 @@ fn a_plugin_file_others_can_write_is_refused() {
 fn a_plugins_dir_others_can_write_is_refused_whole() {
     let setup = hello();
     std::fs::set_permissions(setup.plugins.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let (status, _, stderr) = e2e::run_host(&[
-        "serve",
-        "--plugins-dir",
-        setup.plugins.path().to_str().unwrap(),
-        "--socket-dir",
-        setup.sockets.path().to_str().unwrap(),
-    ]);
+    let (status, _, stderr) = setup.serve_refused(&[]);
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("the directory is writable by other users (mode 0777)"),
@@ -185,15 +179,7 @@ async fn start_instance_over_the_instance_limit_is_refused() {
 #[test]
 fn fail_open_must_name_a_served_plugin() {
     let setup = hello();
-    let (status, _, stderr) = e2e::run_host(&[
-        "serve",
-        "--plugins-dir",
-        setup.plugins.path().to_str().unwrap(),
-        "--socket-dir",
-        setup.sockets.path().to_str().unwrap(),
-        "--fail-open",
-        "rust-nope",
-    ]);
+    let (status, _, stderr) = setup.serve_refused(&["--fail-open", "rust-nope"]);
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("--fail-open rust-nope: this host serves no such plugin"),

@@ -303,15 +303,7 @@ async fn counters_and_latency_per_plugin_and_phase_in_status_and_prometheus() {
 #[test]
 fn metrics_are_served_on_loopback_only() {
     let setup = both();
-    let (status, _, stderr) = run_host(&[
-        "serve",
-        "--plugins-dir",
-        setup.plugins.path().to_str().unwrap(),
-        "--socket-dir",
-        setup.sockets.path().to_str().unwrap(),
-        "--metrics-listen",
-        "0.0.0.0:9542",
-    ]);
+    let (status, _, stderr) = setup.serve_refused(&["--metrics-listen", "0.0.0.0:9542"]);
     assert!(!status.success());
     assert!(stderr.contains("is not a loopback address"), "{stderr}");
 }
