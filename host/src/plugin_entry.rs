@@ -15,8 +15,6 @@ use std::{collections::HashMap, ffi::OsString, path::Path};
 
 const OWN_NAME: &str = "kong-rust-host";
 const DEFAULT_CONFIG: &str = "/etc/kong-rust-host.conf";
-/// Kong's default prefix, where 3.9 puts `<name>.socket`.
-const DEFAULT_SOCKET_DIR: &str = "/usr/local/kong";
 
 /// The command line to run instead, when invoked through a plugin-name symlink.
 pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
@@ -42,15 +40,15 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             config_path()
         )
     })?;
-    let mut socket_dir =
-        setting("KONG_RUST_SOCKET_DIR", "socket_dir").unwrap_or_else(|| DEFAULT_SOCKET_DIR.into());
+    // Unset: `serve`'s own default, Kong's prefix.
+    let mut socket_dir = setting("KONG_RUST_SOCKET_DIR", "socket_dir");
     let mut dump = false;
     let mut words = rest.iter();
     while let Some(word) = words.next() {
         match word.as_str() {
             "-dump" | "--dump" => dump = true,
             "-kong-prefix" | "--kong-prefix" | "-p" => {
-                socket_dir = words.next().ok_or_else(|| format!("{word} needs a directory"))?.clone();
+                socket_dir = Some(words.next().ok_or_else(|| format!("{word} needs a directory"))?.clone());
             }
             other => return Err(format!("invoked as {invoked}: unexpected argument {other:?} (expected -dump or -kong-prefix DIR)")),
         }
@@ -64,14 +62,16 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             plugins_dir,
         ]
     } else {
-        vec![
+        let mut serve = vec![
             OWN_NAME.into(),
             "serve".into(),
             "--plugins-dir".into(),
             plugins_dir,
-            "--socket-dir".into(),
-            socket_dir,
-        ]
+        ];
+        if let Some(dir) = socket_dir {
+            serve.extend(["--socket-dir".into(), dir]);
+        }
+        serve
     };
     Ok(command.into_iter().map(OsString::from).collect())
 }
