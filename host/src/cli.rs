@@ -429,7 +429,6 @@ pub(crate) fn serve_plugins(
                 options.socket_dir.join(".kong-rust-host.ids"),
             )),
             events::Events::new(Duration::from_secs(options.event_timeout)),
-            executor::Executor::new(options.max_plugin_threads),
             dispatch::Policy {
                 max_instances: options.max_instances,
                 max_events_per_plugin: options.max_events_per_plugin,
@@ -442,7 +441,8 @@ pub(crate) fn serve_plugins(
                 .map_err(|error| format!("--upgrade: {error}"))?;
             dispatcher.forward_to_predecessor(forwarder);
         }
-        let server = server::Server::new(Arc::clone(&dispatcher), limits, &listeners)
+        let executor = executor::Executor::new(options.max_plugin_threads);
+        let server = server::Server::new(Arc::clone(&dispatcher), executor, limits, &listeners)
             .map_err(|error| format!("cannot keep the listening sockets: {error}"))?;
         let control_path = handoff::control_path(&options.socket_dir, &server_name);
         let lock_fd = lock

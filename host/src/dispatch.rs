@@ -1,14 +1,14 @@
 //! Answers one Kong request: the RPC methods of spec §7.
 
 use crate::{
-    events::{Answer, Event, Events, InFlight, Pending, Sink, Yield},
-    executor::Executor,
+    connection::Conn,
+    events::{Answer, Event, Events, InFlight, Pending, Yield},
     handoff::{Adopted, Forwarder},
     ids::EventIds,
     instances::Instances,
     loader::LoadedPlugin,
     metrics::{self, Ending, PluginStats},
-    rpc::{self, MsgId, Request, RequestError, StepData},
+    rpc::{self, MsgId, Request, StepData, StepResult},
     throttle::Throttle,
 };
 use kong_rust_pdk::abi::{Phase, PhaseErrorKind};
@@ -21,7 +21,6 @@ use std::{
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
-use tokio::sync::oneshot;
 
 /// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
 /// (Kong 3.0–3.8 single-entry setups, where StartInstance's `Name` picks the plugin).
@@ -29,14 +28,6 @@ use tokio::sync::oneshot;
 pub enum Serves {
     One(Arc<str>),
     All,
-}
-
-pub enum Outcome {
-    Reply(Vec<u8>),
-    /// A plugin thread sends the reply, through the connection's [`Sink`].
-    Deferred,
-    /// The input cannot be answered (no request id): close the connection, log the reason.
-    Close(String),
 }
 
 /// What the host enforces, from the command line.
@@ -69,7 +60,6 @@ pub struct Dispatcher {
     instances: Arc<Instances>,
     pub events: Arc<Events>,
     event_ids: EventIds,
-    executor: Executor,
     /// Set on SIGTERM: in-flight events finish, new ones are refused.
     draining: AtomicBool,
     /// The host this one replaced, while it still runs events of its own: Steps for events
@@ -160,7 +150,6 @@ impl Dispatcher {
         plugins: Vec<LoadedPlugin>,
         instances: Instances,
         events: Events,
-        executor: Executor,
         policy: Policy,
     ) -> Self {
         let events = Arc::new(events);
@@ -184,7 +173,6 @@ impl Dispatcher {
             instances: Arc::new(instances),
             events,
             event_ids: EventIds::starting_now(),
-            executor,
             draining: AtomicBool::new(false),
             predecessor: parking_lot::Mutex::new(None),
         }
@@ -236,36 +224,36 @@ impl Dispatcher {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Answers one complete MessagePack message: at once, or (HandleEvent and Steps) from the
-    /// plugin thread through `sink`, the connection it came in on.
-    pub async fn dispatch(&self, serves: &Serves, message: Value, sink: &Arc<dyn Sink>) -> Outcome {
+    /// Answers one message Kong sent on `conn`, on the calling plugin thread: HandleEvent runs
+    /// its handler here, StartInstance the plugin's constructor. Returns the connection while
+    /// this thread still holds it (it answered last on it); `None` when it went elsewhere (to
+    /// the event a Step belongs to) or closed.
+    pub fn dispatch(&self, conn: Conn, message: Value) -> Option<Conn> {
         let (msgid, request) = match rpc::parse(message) {
             Ok(parsed) => parsed,
-            Err(RequestError::Unanswerable(reason)) => return Outcome::Close(reason),
-            Err(RequestError::Invalid { msgid, message }) => {
-                tracing::warn!("refused a request: {message}");
-                return Outcome::Reply(rpc::error_reply(msgid, &message));
-            }
+            Err(refused) => return conn.refuse(refused),
+        };
+        let request = match request.into_step() {
+            Ok((event_id, result)) => return self.step(msgid, event_id, result, conn),
+            Err(request) => request,
         };
         let reply = match request {
             Request::StartInstance { name, config } => {
-                self.start_instance(serves, &name, config).await.map(|id| {
-                    Some({
-                        let result = Value::Map(vec![
-                            (Value::from("Id"), Value::from(id)),
-                            (
-                                Value::from("Name"),
-                                Value::from(String::from_utf8_lossy(&name).as_ref()),
-                            ),
-                            (Value::from("StartTime"), Value::from(unix_now())),
-                        ]);
-                        rpc::result_reply(msgid, &result)
-                    })
+                self.start_instance(&conn.serves, &name, config).map(|id| {
+                    let result = Value::Map(vec![
+                        (Value::from("Id"), Value::from(id)),
+                        (
+                            Value::from("Name"),
+                            Value::from(String::from_utf8_lossy(&name).as_ref()),
+                        ),
+                        (Value::from("StartTime"), Value::from(unix_now())),
+                    ]);
+                    rpc::result_reply(msgid, &result)
                 })
             }
             Request::CloseInstance { instance_id } => {
                 if self.instances.close(instance_id) {
-                    Ok(Some(rpc::result_reply(msgid, &Value::Nil)))
+                    Ok(rpc::result_reply(msgid, &Value::Nil))
                 } else {
                     Err(no_instance(instance_id))
                 }
@@ -273,31 +261,23 @@ impl Dispatcher {
             Request::HandleEvent {
                 instance_id,
                 event_name,
-            } => self.handle_event(msgid, instance_id, &event_name, sink),
-            Request::Step { event_id, data } => {
-                let mut encoded = Vec::with_capacity(32);
-                rmpv::encode::write_value(&mut encoded, &data).expect("Vec write");
-                self.step(msgid, event_id, Ok(encoded), sink).await
-            }
-            Request::StepError { event_id, message } => {
-                self.step(msgid, event_id, Err(message), sink).await
-            }
-            Request::GetStatus => Ok(Some(rpc::result_reply(msgid, &self.status()))),
+            } => match self.prepare_event(msgid, instance_id, &event_name) {
+                Ok(Prepared::Run(start)) => return self.run_event(start, msgid, conn),
+                Ok(Prepared::Answered(reply)) => Ok(reply),
+                Err(error) => Err(error),
+            },
+            Request::Step { .. } | Request::StepError { .. } => unreachable!("taken above"),
+            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status())),
         };
         match reply {
-            Ok(Some(reply)) => Outcome::Reply(reply),
-            Ok(None) => Outcome::Deferred,
-            Err(error) => Outcome::Reply(rpc::error_reply(msgid, &error)),
+            Ok(reply) => conn.answer(&reply),
+            Err(error) => conn.answer(&rpc::error_reply(msgid, &error)),
         }
     }
 
-    /// `serves`: what the socket the request came in on serves.
-    async fn start_instance(
-        &self,
-        serves: &Serves,
-        name: &[u8],
-        config: Vec<u8>,
-    ) -> Result<i64, String> {
+    /// `serves`: what the socket the request came in on serves. The constructor is plugin
+    /// code: it runs on this plugin thread, and stalls only this connection.
+    fn start_instance(&self, serves: &Serves, name: &[u8], config: Vec<u8>) -> Result<i64, String> {
         let name = String::from_utf8_lossy(name);
         if let Serves::One(served) = serves {
             if **served != *name {
@@ -326,16 +306,8 @@ impl Dispatcher {
                 "kong-rust-host instance limit reached ({live} live instance ids); raise --max-instances"
             ));
         }
-        // The constructor is plugin code: it runs on a plugin thread, never on a socket thread.
-        let instances = Arc::clone(&self.instances);
-        let (done, started) = oneshot::channel();
-        let plugin_name = plugin.name.clone();
-        self.executor.spawn(move || {
-            let _ = done.send(instances.start(&plugin, &config));
-        });
-        let result = started
-            .await
-            .map_err(|_| format!("{plugin_name}: creating the instance failed inside the host"))?;
+        let plugin_name = &plugin.name;
+        let result = self.instances.start(&plugin, &config);
         match &result {
             Ok(id) => tracing::debug!(plugin = %plugin_name, id, "started instance"),
             Err(error) => tracing::error!(plugin = %plugin_name, "StartInstance refused: {error}"),
@@ -343,14 +315,13 @@ impl Dispatcher {
         result.map_err(|error| format!("{plugin_name}: {error}"))
     }
 
-    /// `Ok(None)`: the handler's plugin thread answers.
-    fn handle_event(
+    /// What a HandleEvent asks for: an event to run, or an answer at once.
+    fn prepare_event(
         &self,
         msgid: MsgId,
         instance_id: i64,
         event_name: &[u8],
-        sink: &Arc<dyn Sink>,
-    ) -> Result<Option<Vec<u8>>, String> {
+    ) -> Result<Prepared, String> {
         let instance = self
             .instances
             .get(instance_id)
@@ -363,25 +334,40 @@ impl Dispatcher {
         })?;
         let event_id = self.event_ids.next();
         if !instance.plugin.implements(phase) {
-            return Ok(Some(rpc::step_reply(msgid, event_id, StepData::Ret)));
+            let ret = rpc::step_reply(msgid, event_id, StepData::Ret);
+            return Ok(Prepared::Answered(ret));
         }
         if self.draining.load(Ordering::Acquire) {
             return Err("kong-rust-host is shutting down".into());
         }
         let served = &self.plugins[&instance.plugin.name];
         let Some(place) = InFlight::acquire(&served.in_flight, self.max_events_per_plugin) else {
-            return self.overloaded(msgid, event_id, served, phase).map(Some);
+            return self
+                .overloaded(msgid, event_id, served, phase)
+                .map(Prepared::Answered);
         };
-        let pending = Pending {
-            msgid,
-            sink: Arc::clone(sink),
-        };
-        let answer: Arc<dyn Answer> = Arc::clone(served) as Arc<dyn Answer>;
-        let job = self
-            .events
-            .start(event_id, instance, phase, place, pending, answer);
-        self.executor.spawn(job);
-        Ok(None)
+        Ok(Prepared::Run(EventStart {
+            event_id,
+            instance,
+            phase,
+            place,
+            served: Arc::clone(served),
+        }))
+    }
+
+    /// Runs the event's handler on this thread; returns the connection it holds at the end.
+    fn run_event(&self, start: EventStart, msgid: MsgId, conn: Conn) -> Option<Conn> {
+        let EventStart {
+            event_id,
+            instance,
+            phase,
+            place,
+            served,
+        } = start;
+        let pending = Pending { msgid, conn };
+        let answer: Arc<dyn Answer> = served;
+        self.events
+            .run(event_id, instance, phase, place, pending, answer)
     }
 
     /// A plugin at its limit of events in flight: its request fails like a failed handler would
@@ -417,45 +403,62 @@ impl Dispatcher {
         }
     }
 
-    /// `Ok(None)`: the handler's plugin thread answers.
-    async fn step(
-        &self,
-        msgid: MsgId,
-        event_id: u64,
-        result: Result<Vec<u8>, String>,
-        sink: &Arc<dyn Sink>,
-    ) -> Result<Option<Vec<u8>>, String> {
+    /// Delivers a Step to its event's handler, which answers it on `conn`; Steps of events the
+    /// host this one replaced still runs are forwarded to it.
+    fn step(&self, msgid: MsgId, event_id: u64, result: StepResult, conn: Conn) -> Option<Conn> {
         let Some(event) = self.events.get(event_id) else {
             let predecessor = self.predecessor.lock().clone();
-            return match predecessor {
+            let reply = match predecessor {
                 Some(forwarder) => {
                     let request = rpc::step_request(
                         msgid,
                         event_id,
                         result.as_deref().map_err(String::as_str),
                     );
-                    forwarder
-                        .call(&request, self.events.idle_timeout)
-                        .await
-                        .map(Some)
+                    forwarder.call_blocking(&request, self.events.idle_timeout)
                 }
                 None => Err(format!("event id {event_id} not found")),
             };
+            return match reply {
+                Ok(reply) => conn.answer(&reply),
+                Err(error) => conn.answer(&rpc::error_reply(msgid, &error)),
+            };
         };
-        let pending = Pending {
-            msgid,
-            sink: Arc::clone(sink),
+        self.resume(&event, msgid, result, conn)
+    }
+
+    fn resume(&self, event: &Event, msgid: MsgId, result: StepResult, conn: Conn) -> Option<Conn> {
+        match self.events.resume(event, result, Pending { msgid, conn }) {
+            Ok(()) => None,
+            Err((error, conn)) => conn.answer(&rpc::error_reply(msgid, &error)),
+        }
+    }
+
+    /// Delivers `message` if it is a Step of an event running here: that neither waits nor
+    /// runs plugin code, so the socket runtime may do it itself. Anything else is given back.
+    pub fn deliver_step(&self, conn: Conn, message: Value) -> Result<Option<Conn>, (Conn, Value)> {
+        let Some(event) = rpc::step_event_id(&message).and_then(|id| self.events.get(id)) else {
+            return Err((conn, message));
         };
-        self.events.resume(&event, result, pending)?;
-        Ok(None)
+        let (msgid, request) = match rpc::parse(message) {
+            Ok(parsed) => parsed,
+            Err(refused) => return Ok(conn.refuse(refused)),
+        };
+        match request.into_step() {
+            Ok((_, result)) => Ok(self.resume(&event, msgid, result, conn)),
+            Err(_) => unreachable!("step_event_id matched a Step method"),
+        }
     }
 
     /// Removes the events Kong stopped answering, logging and counting each.
     pub fn reclaim_abandoned(&self) {
         for (event, handler_silent) in self.events.reap() {
             if handler_silent {
-                // Kong still waits for the handler's answer: it gets the error instead.
-                event.reply(Yield::Stuck);
+                // Kong still waits for the handler's answer: it gets the error instead, and
+                // its connection is watched again.
+                if let Ok(Some(conn)) = event.reply(Yield::Stuck) {
+                    conn.park();
+                }
                 continue;
             }
             let plugin = &event.instance.plugin.name;
@@ -538,6 +541,20 @@ impl Dispatcher {
             ),
         ])
     }
+}
+
+/// A HandleEvent that runs a handler: what it runs, and the place it holds.
+struct EventStart {
+    event_id: u64,
+    instance: Arc<crate::instances::Live>,
+    phase: Phase,
+    place: InFlight,
+    served: Arc<Served>,
+}
+
+enum Prepared {
+    Run(EventStart),
+    Answered(Vec<u8>),
 }
 
 /// Kong treats this substring as "restart the instance and replay the phase" (spec §9.4): use it

@@ -1,26 +1,32 @@
 //! Events: one phase handler running for one request.
 //!
-//! The handler runs on a plugin thread and blocks on each PDK call; the socket side answers
-//! Kong's previous call with that PDK call, and Kong's next Step (on any pooled connection)
-//! resumes the handler with the result. Events live in one table keyed by event id, because the
-//! Steps of one event arrive on different connections.
-//!
-//! The plugin thread writes each reply itself, to the connection the request it answers came in
-//! on (Kong sends nothing on a connection until it has its reply, so nothing else writes there
-//! meanwhile): the socket task goes back to reading at once, and a PDK call costs one thread
-//! hand-off instead of two.
+//! The handler runs on the plugin thread that read its HandleEvent, and blocks on each PDK
+//! call. Each PDK call is the reply to Kong's pending request; the thread writes it on the
+//! connection that request came in on and then reads that connection's next message itself,
+//! which is almost always the event's next Step (connection.rs says why): the common PDK call
+//! costs no hand-off between threads at all. When the next message belongs to someone else, the
+//! connection goes where that message is answered ([`Conn::route`]), and the handler waits for
+//! its Step to be delivered ([`Events::resume`]) by whichever thread reads it, with the
+//! connection it came in on. Events live in one table keyed by event id for those deliveries.
 //!
 //! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a
 //! PDK call raises inside Kong (spec §8). Terminal calls end the event at once; anything else
 //! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
 //! "event ended" error so its thread is freed.
 
-use crate::{frame::Scanner, instances::Live, rpc::MsgId, sharded::ShardedMap};
+use crate::{
+    connection::{Conn, Read, Waker},
+    frame::Scanner,
+    instances::Live,
+    rpc::{self, MsgId, StepResult},
+    sharded::ShardedMap,
+};
 use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RResult, RSlice, RStr, RVec},
 };
 use kong_rust_pdk::abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
+use rmpv::Value;
 use std::{
     cell::RefCell,
     panic::{self, AssertUnwindSafe},
@@ -28,7 +34,6 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, OnceLock, PoisonError,
     },
-    thread::{self, Thread},
     time::{Duration, Instant},
 };
 
@@ -45,36 +50,30 @@ pub enum Yield {
     Stuck,
 }
 
-/// A connection's write side, for the replies plugin threads send themselves.
-pub trait Sink: Send + Sync {
-    /// Writes one whole reply; a connection Kong closed meanwhile is only logged.
-    fn send(&self, reply: &[u8]);
-}
-
 /// Turns a [`Yield`] into the reply bytes, ending the event when it is over (the dispatcher's
 /// policy: statistics, fail-closed exits).
 pub trait Answer: Send + Sync {
     fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield) -> Vec<u8>;
 }
 
-/// The Kong request (HandleEvent or Step) an event's next yield answers.
+/// The Kong request (HandleEvent or Step) an event's next yield answers, and the connection
+/// it came in on, where the answer goes.
 pub struct Pending {
     pub msgid: MsgId,
-    pub sink: Arc<dyn Sink>,
+    pub conn: Conn,
 }
 
 /// Kong's result of the handler's last PDK call.
-type Resume = Result<Vec<u8>, String>;
+type Resume = StepResult;
 
-/// Kong's Step results on their way to the handler: one slot per event, reused for every step,
-/// with the handler's thread parked on it. It replaces a channel, whose per-message allocation,
-/// waiter-list lock and spin-then-yield showed up in the profile of every PDK call: delivering
-/// here is one uncontended lock and, only when the handler sleeps, one futex wake.
+/// Kong's Step results that arrived on another connection, on their way to the handler: one
+/// slot per event, reused for every step, with the handler's thread waiting on its [`Waker`]
+/// (beside the connection it reads, when it holds one).
 #[derive(Default)]
 struct Mailbox {
     slot: Mutex<Slot>,
-    /// The plugin thread running the handler, known before its first PDK call can wait.
-    handler: OnceLock<Thread>,
+    /// Wakes the plugin thread running the handler, known before its first PDK call can wait.
+    handler: OnceLock<Arc<Waker>>,
 }
 
 #[derive(Default)]
@@ -84,11 +83,8 @@ struct Slot {
     closed: bool,
 }
 
-/// Why [`Mailbox::wait`] gave up.
-enum Wait {
-    Timeout,
-    Closed,
-}
+/// The mailbox was closed: the event is over.
+struct Closed;
 
 impl Mailbox {
     fn slot(&self) -> std::sync::MutexGuard<'_, Slot> {
@@ -104,33 +100,22 @@ impl Mailbox {
             }
             slot.resume = Some(resume);
         }
-        if let Some(handler) = self.handler.get() {
-            handler.unpark();
-        }
+        self.wake();
         true
     }
 
-    /// The handler's side: the next Step result, waiting at most `timeout`. Park's wake-up token
-    /// makes a delivery between the check and `park_timeout` return at once, not get lost.
-    fn wait(&self, timeout: Duration) -> Result<Resume, Wait> {
-        let mut deadline = None;
-        loop {
-            {
-                let mut slot = self.slot();
-                if let Some(resume) = slot.resume.take() {
-                    return Ok(resume);
-                }
-                if slot.closed {
-                    return Err(Wait::Closed);
-                }
-            }
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(Wait::Timeout);
-            }
-            thread::park_timeout(left);
+    /// What was delivered, if anything.
+    fn take(&self) -> Result<Option<Resume>, Closed> {
+        let mut slot = self.slot();
+        match slot.resume.take() {
+            Some(resume) => Ok(Some(resume)),
+            None if slot.closed => Err(Closed),
+            None => Ok(None),
         }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.slot().closed
     }
 
     /// Refuses further deliveries and wakes a waiting handler.
@@ -141,8 +126,12 @@ impl Mailbox {
             slot.resume.take()
         };
         drop(undelivered);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(handler) = self.handler.get() {
-            handler.unpark();
+            handler.wake();
         }
     }
 }
@@ -188,20 +177,18 @@ pub struct Event {
     _place: InFlight,
 }
 
+/// The event had no pending request to answer: it was reclaimed, or already answered.
+pub struct NotPending;
+
 impl Event {
-    /// Answers the pending request with `yielded`; false when there was none (the event was
-    /// reclaimed, or already answered).
-    pub fn reply(&self, yielded: Yield) -> bool {
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(Pending { msgid, sink }) = pending else {
-            return false;
+    /// Answers the pending request with `yielded`, on the connection it came in on, and returns
+    /// that connection (`None` once Kong closed it).
+    pub fn reply(&self, yielded: Yield) -> Result<Option<Conn>, NotPending> {
+        let Some(Pending { msgid, mut conn }) = self.set_pending(None) else {
+            return Err(NotPending);
         };
-        sink.send(&self.answer.answer(self, msgid, yielded));
-        true
+        let answer = self.answer.answer(self, msgid, yielded);
+        Ok(conn.send(&answer).then_some(conn))
     }
 
     fn set_pending(&self, pending: Option<Pending>) -> Option<Pending> {
@@ -209,6 +196,18 @@ impl Event {
             &mut *self.pending.lock().unwrap_or_else(PoisonError::into_inner),
             pending,
         )
+    }
+
+    /// Kong's next Step arrived: the handler runs again, and its next yield answers `pending`.
+    /// `Err`: it was running already (the Step is refused), with `pending` given back.
+    fn resumed(&self, now_ms: u64, pending: Pending) -> Result<(), (String, Pending)> {
+        if self.running.swap(true, Ordering::AcqRel) {
+            let refusal = format!("event {} is still running its previous step", self.id);
+            return Err((refusal, pending));
+        }
+        self.touched_ms.store(now_ms, Ordering::Release);
+        self.set_pending(Some(pending));
+        Ok(())
     }
 }
 
@@ -224,9 +223,7 @@ pub struct Events {
 /// to "event ended" instead of waiting out the deadline.
 impl Drop for Events {
     fn drop(&mut self) {
-        for event in self.table.values() {
-            event.mailbox.close();
-        }
+        self.end_all();
     }
 }
 
@@ -243,9 +240,10 @@ impl Events {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Registers event `id`, whose first yield answers `pending` (the HandleEvent), and returns
-    /// the job that runs its handler, to be spawned on a plugin thread.
-    pub fn start(
+    /// Registers event `id`, whose first yield answers `pending` (the HandleEvent), and runs its
+    /// handler on the calling plugin thread. Returns the connection the thread holds at the
+    /// end, to read Kong's next message from.
+    pub fn run(
         &self,
         id: u64,
         instance: Arc<Live>,
@@ -253,12 +251,14 @@ impl Events {
         place: InFlight,
         pending: Pending,
         answer: Arc<dyn Answer>,
-    ) -> impl FnOnce() + Send {
+    ) -> Option<Conn> {
+        let mailbox = Mailbox::default();
+        let _ = mailbox.handler.set(Waker::current());
         let event = Arc::new(Event {
             id,
             instance,
             phase,
-            mailbox: Mailbox::default(),
+            mailbox,
             pending: Mutex::new(Some(pending)),
             answer,
             running: AtomicBool::new(true),
@@ -267,11 +267,7 @@ impl Events {
             _place: place,
         });
         self.table.insert(id, Arc::clone(&event));
-        let timeout = self.idle_timeout;
-        move || {
-            let _ = event.mailbox.handler.set(thread::current());
-            run_handler(event, timeout)
-        }
+        run_handler(event, self)
     }
 
     pub fn get(&self, id: u64) -> Option<Arc<Event>> {
@@ -289,22 +285,30 @@ impl Events {
         self.table.len()
     }
 
-    /// Hands Kong's Step result to the waiting handler, whose next yield answers `pending`.
-    /// `Err`: answer the Step with this error, nothing else will.
-    pub fn resume(&self, event: &Event, result: Resume, pending: Pending) -> Result<(), String> {
-        if event.running.swap(true, Ordering::AcqRel) {
-            return Err(format!(
-                "event {} is still running its previous step",
-                event.id
-            ));
+    /// Ends every event: their handlers wake to "event ended".
+    pub fn end_all(&self) {
+        for event in self.table.values() {
+            event.mailbox.close();
         }
-        event.touched_ms.store(self.now_ms(), Ordering::Release);
-        event.set_pending(Some(pending));
+    }
+
+    /// Hands Kong's Step result, which came in on `pending`'s connection, to the waiting
+    /// handler, whose next yield answers `pending`. `Err`: answer the Step with this error on
+    /// the connection given back; nothing else will.
+    pub fn resume(
+        &self,
+        event: &Event,
+        result: Resume,
+        pending: Pending,
+    ) -> Result<(), (String, Conn)> {
+        event
+            .resumed(self.now_ms(), pending)
+            .map_err(|(refusal, pending)| (refusal, pending.conn))?;
         if !event.mailbox.deliver(result) {
             self.finish(event.id);
             // The handler, ending, may have answered it already; if not, the caller does.
-            if event.set_pending(None).is_some() {
-                return Err(format!("event {} already ended", event.id));
+            if let Some(pending) = event.set_pending(None) {
+                return Err((format!("event {} already ended", event.id), pending.conn));
             }
         }
         Ok(())
@@ -336,12 +340,14 @@ impl Events {
     }
 }
 
-/// Runs on a plugin thread: the handler, then its final yield.
-fn run_handler(event: Arc<Event>, timeout: Duration) {
+/// Runs the handler on this plugin thread, then its final yield; returns the connection the
+/// thread holds at the end.
+fn run_handler(event: Arc<Event>, events: &Events) -> Option<Conn> {
     let bridge = Bridge {
         event,
+        events,
         ended: RefCell::new(None),
-        timeout,
+        held: RefCell::new(None),
     };
     let host: HostRef<'_> = Host_TO::from_ptr(&bridge, TD_Opaque);
     let event = &bridge.event;
@@ -354,35 +360,37 @@ fn run_handler(event: Arc<Event>, timeout: Duration) {
         .as_ref()
         .err()
         .map(|error| error.message.to_string());
-    if !event.reply(Yield::Done(outcome)) {
-        if let Some(message) = failure {
-            tracing::warn!(
-                plugin = %event.instance.plugin.name,
-                phase = %event.phase,
-                "handler failed after its event ended: {message}"
-            );
+    // The handler returned: a Step arriving now is refused instead of waiting forever.
+    event.mailbox.close();
+    match event.reply(Yield::Done(outcome)) {
+        Ok(conn) => conn,
+        Err(NotPending) => {
+            if let Some(message) = failure {
+                tracing::warn!(
+                    plugin = %event.instance.plugin.name,
+                    phase = %event.phase,
+                    "handler failed after its event ended: {message}"
+                );
+            }
+            // Ended by a terminal call: the thread still holds the connection it answered on.
+            bridge.held.take()
         }
     }
 }
 
 /// The plugin-thread end of one event, seen by the plugin as its [`Host`].
-struct Bridge {
+struct Bridge<'a> {
     event: Arc<Event>,
+    events: &'a Events,
     /// Set once the event is over: every later PDK call fails fast with this reason.
     ended: RefCell<Option<String>>,
-    timeout: Duration,
-}
-
-/// The handler returned: a Step arriving now is refused instead of waiting forever.
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.event.mailbox.close();
-    }
+    /// The connection a terminal call answered on: the thread reads it once the handler returns.
+    held: RefCell<Option<Conn>>,
 }
 
 const NIL: [u8; 1] = [0xc0];
 
-impl Bridge {
+impl Bridge<'_> {
     fn call(&self, method: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
         if let Some(reason) = self.ended.borrow().as_ref() {
             return Err(error(
@@ -408,27 +416,98 @@ impl Bridge {
             args: args.to_vec(),
             terminal,
         };
-        if !self.event.reply(call) {
-            return Err(self.end(format!(
-                "{method}: the event was reclaimed (Kong stopped answering)"
-            )));
-        }
+        let reclaimed = || format!("{method}: the event was reclaimed (Kong stopped answering)");
+        let Ok(conn) = self.event.reply(call) else {
+            return Err(self.end(reclaimed()));
+        };
         if terminal {
             // Kong never answers these: the request is over.
+            *self.held.borrow_mut() = conn;
             self.end(format!("the request was already ended by {method}"));
             return Ok(NIL.to_vec());
         }
-        match self.event.mailbox.wait(self.timeout) {
+        match self.next_step(conn) {
             Ok(result) => {
                 result.map_err(|message| error(HostErrorKind::Kong, format!("{method}: {message}")))
             }
             Err(Wait::Timeout) => Err(self.end(format!(
                 "{method}: Kong did not answer within {}s; the event was abandoned",
-                self.timeout.as_secs()
+                self.events.idle_timeout.as_secs()
             ))),
-            Err(Wait::Closed) => Err(self.end(format!(
-                "{method}: the event was reclaimed (Kong stopped answering)"
-            ))),
+            Err(Wait::Closed) => Err(self.end(reclaimed())),
+        }
+    }
+
+    /// Kong's answer to the PDK call just sent on `conn`: read from `conn` itself while this
+    /// thread holds it, or delivered by the thread that read it elsewhere.
+    fn next_step(&self, mut conn: Option<Conn>) -> Result<Resume, Wait> {
+        let mailbox = &self.event.mailbox;
+        let waker = mailbox.handler.get().expect("set before the handler runs");
+        let deadline = Instant::now() + self.events.idle_timeout;
+        loop {
+            match mailbox.take() {
+                Ok(Some(resume)) => {
+                    // It came in on another connection, which this thread now answers on.
+                    if let Some(conn) = conn {
+                        conn.park();
+                    }
+                    return Ok(resume);
+                }
+                Ok(None) => {}
+                Err(Closed) => {
+                    if let Some(conn) = conn {
+                        conn.park();
+                    }
+                    return Err(Wait::Closed);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if let Some(conn) = conn {
+                    conn.park();
+                }
+                return Err(Wait::Timeout);
+            }
+            let Some(mut held) = conn.take() else {
+                if waker.wait(left) {
+                    waker.clear();
+                }
+                continue;
+            };
+            match held.read(Some(waker), left) {
+                Read::Message(message) => match self.own_step(held, message) {
+                    Ok(resume) => return Ok(resume),
+                    Err(kept) => conn = kept,
+                },
+                Read::Woken => {
+                    waker.clear();
+                    conn = Some(held);
+                }
+                Read::Idle => conn = Some(held),
+                Read::Closed => {}
+            }
+        }
+    }
+
+    /// Takes `message` as this event's next Step if it is one; anything else goes where it is
+    /// answered. `Err`: the connection, if this thread still holds it.
+    fn own_step(&self, conn: Conn, message: Value) -> Result<Resume, Option<Conn>> {
+        if rpc::step_event_id(&message) != Some(self.event.id) || self.event.mailbox.is_closed() {
+            conn.route(message);
+            return Err(None);
+        }
+        let (msgid, result) = match rpc::parse(message).map(|(id, r)| (id, r.into_step())) {
+            Ok((msgid, Ok((_, result)))) => (msgid, result),
+            Ok((_, Err(_))) => unreachable!("step_event_id matched a Step method"),
+            Err(refused) => return Err(conn.refuse(refused)),
+        };
+        let now = self.events.now_ms();
+        match self.event.resumed(now, Pending { msgid, conn }) {
+            Ok(()) => Ok(result),
+            Err((refusal, Pending { msgid, mut conn })) => {
+                let kept = conn.send(&rpc::error_reply(msgid, &refusal));
+                Err(kept.then_some(conn))
+            }
         }
     }
 
@@ -438,7 +517,13 @@ impl Bridge {
     }
 }
 
-impl Host for Bridge {
+/// Why waiting for Kong's Step gave up.
+enum Wait {
+    Timeout,
+    Closed,
+}
+
+impl Host for Bridge<'_> {
     fn call(&self, method: RStr<'_>, args: RSlice<'_, u8>) -> RResult<RVec<u8>, HostError> {
         // This runs inside an extern "C" shim: a panic here would abort the whole host.
         panic::catch_unwind(AssertUnwindSafe(|| {

@@ -1,7 +1,7 @@
 //! The threads plugin code runs on.
 //!
 //! Plugin handlers are synchronous and block on every PDK call until Kong answers, so each
-//! in-flight event holds a thread. The pool grows on demand up to a limit and idle threads exit,
+//! in-flight event holds a thread; so does each busy Kong connection (server.rs). The pool grows on demand up to a limit and idle threads exit,
 //! so a burst of slow events cannot starve the others, and no plugin code ever runs on (or
 //! blocks) the tokio threads that own the sockets.
 
@@ -57,6 +57,11 @@ impl Executor {
         if self.shared.idle.load(Ordering::Acquire) == 0 {
             self.grow();
         }
+    }
+
+    /// Whether jobs wait for a thread: threads holding idle connections then let them go.
+    pub fn has_waiting_jobs(&self) -> bool {
+        !self.shared.queue.is_empty()
     }
 
     fn grow(&self) {

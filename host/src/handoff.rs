@@ -157,7 +157,7 @@ fn hand_over(
     let (ours, theirs) = UnixStream::pair()?;
     ours.set_nonblocking(true)?;
     let _guard = runtime.enter();
-    server.serve_forwarded(tokio::net::UnixStream::from_std(ours)?);
+    server.serve_forwarded(ours);
     send(stream, &Message::Lock, Some(lock.as_raw_fd()))?;
     send(stream, &Message::Forward, Some(theirs.as_raw_fd()))?;
     for (name, fd) in &server.listener_fds {
@@ -214,6 +214,8 @@ fn hand_over(
 /// The successor's connection to its predecessor, for Steps of the predecessor's events.
 pub struct Forwarder {
     connection: tokio::sync::Mutex<Forwarding>,
+    /// The runtime its socket is registered with: plugin threads wait on it through this.
+    runtime: Handle,
 }
 
 struct Forwarding {
@@ -233,7 +235,13 @@ impl Forwarder {
                 buffer: Vec::with_capacity(1024),
                 scanner: Scanner::new(limits.max_frame_bytes, limits.max_depth),
             }),
+            runtime: Handle::current(),
         })
+    }
+
+    /// [`Forwarder::call`] from a plugin thread (never from the runtime's own threads).
+    pub fn call_blocking(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        self.runtime.block_on(self.call(request, timeout))
     }
 
     /// Sends one request, returns the predecessor's reply as it sent it.

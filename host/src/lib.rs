@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod connection;
 pub mod dedicated;
 pub mod dispatch;
 pub mod doctor;

@@ -34,6 +34,24 @@ pub enum Request {
     GetStatus,
 }
 
+/// Kong's result of a PDK call, as a Step carries it: the encoded value, or Kong's error.
+pub type StepResult = Result<Vec<u8>, String>;
+
+impl Request {
+    /// A Step's (or StepError's) event id and result; any other request is given back.
+    pub fn into_step(self) -> Result<(u64, StepResult), Request> {
+        match self {
+            Request::Step { event_id, data } => {
+                let mut encoded = Vec::with_capacity(32);
+                rmpv::encode::write_value(&mut encoded, &data).expect("Vec write");
+                Ok((event_id, Ok(encoded)))
+            }
+            Request::StepError { event_id, message } => Ok((event_id, Err(message))),
+            other => Err(other),
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum RequestError {
     /// Not a request at all: there is no id to answer to, so the connection is closed.

@@ -1,26 +1,27 @@
-//! Sockets: one listener per plugin, one task per connection, graceful shutdown.
+//! Sockets: one listener per plugin; each Kong connection read by the plugin thread that
+//! answered on it last, or watched by the runtime while idle; graceful shutdown.
 
 use crate::{
-    dispatch::{Dispatcher, Outcome, Serves},
-    events::Sink,
+    connection::{Conn, Connection, ConnectionSlot, Fill, Home, OpenConnections, Read},
+    dispatch::{Dispatcher, Serves},
+    executor::Executor,
     frame::Frames,
     handoff, rpc,
-    throttle::Throttle,
 };
+use rmpv::Value;
 use std::{
     collections::HashMap,
     io,
-    io::Write,
     os::fd::{AsFd, AsRawFd, OwnedFd},
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicUsize, Ordering},
     sync::Arc,
     time::Duration,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{unix::AsyncFd, AsyncReadExt, AsyncWriteExt, Interest},
     net::{UnixListener, UnixStream},
+    runtime::Handle,
     task::JoinSet,
 };
 
@@ -122,7 +123,8 @@ fn remove_stale(path: &Path) -> io::Result<()> {
     }
 }
 
-/// The sockets' side of a serving host: accepts Kong's connections and runs them.
+/// The sockets' side of a serving host: accepts Kong's connections, watches the idle ones, and
+/// runs the busy ones on plugin threads.
 pub struct Server {
     pub dispatcher: Arc<Dispatcher>,
     limits: Limits,
@@ -133,6 +135,10 @@ pub struct Server {
     pub outgoing: Arc<handoff::Outgoing>,
     /// Copies of the listening sockets, by name, to hand to a successor.
     pub(crate) listener_fds: Vec<(String, OwnedFd)>,
+    /// The plugin threads, which read and answer busy connections.
+    executor: Executor,
+    /// The socket runtime, which watches idle connections; plugin threads park them on it.
+    runtime: Handle,
 }
 
 /// How [`Server::run`] ended.
@@ -144,9 +150,19 @@ pub enum Stopped {
     HandedOver,
 }
 
+/// How long a plugin thread keeps reading a connection Kong sends nothing on before it parks it
+/// on the runtime: long enough to cover Kong's gaps between a busy worker's requests, short
+/// enough that idle pooled connections do not each hold a thread.
+const HOLD: Duration = Duration::from_secs(1);
+/// How often a thread holding an idle connection checks whether it should let it go sooner (a
+/// successor takes over, or events wait for a thread).
+const HOLD_CHECK: Duration = Duration::from_millis(100);
+
 impl Server {
+    /// Within the tokio runtime, which watches idle connections.
     pub fn new(
         dispatcher: Arc<Dispatcher>,
+        executor: Executor,
         limits: Limits,
         listeners: &[Listener],
     ) -> io::Result<Arc<Self>> {
@@ -164,12 +180,14 @@ impl Server {
                 .map(|l| (l.name.clone(), l.serves.clone()))
                 .collect(),
             outgoing: Arc::default(),
+            executor,
+            runtime: Handle::current(),
         }))
     }
 
     /// Kong connections open now.
     pub fn open_connections(&self) -> usize {
-        self.open.count.load(Ordering::Acquire)
+        self.open.count()
     }
 
     /// Serves until `shutdown` completes, then stops accepting, removes the sockets, and waits
@@ -214,7 +232,8 @@ impl Server {
         loop {
             match listener.listener.accept().await {
                 Ok((stream, _)) => {
-                    self.spawn_connection(stream, &name, listener.serves.clone(), Vec::new(), true)
+                    let serves = listener.serves.clone();
+                    tokio::spawn(Arc::clone(&self).open(stream, Arc::clone(&name), serves));
                 }
                 Err(error) => {
                     tracing::warn!("accept on {} failed: {error}", listener.path.display());
@@ -224,58 +243,80 @@ impl Server {
         }
     }
 
-    /// Runs a Kong connection accepted on socket `name`, or handed over from a predecessor
-    /// (`fresh` false) with the bytes it had read of it.
-    pub fn spawn_connection(
-        self: &Arc<Self>,
-        stream: UnixStream,
-        name: &Arc<str>,
-        serves: Serves,
-        buffered: Vec<u8>,
-        fresh: bool,
-    ) {
+    /// A connection Kong just opened: the serverPid notification, then it is watched.
+    async fn open(self: Arc<Self>, mut stream: UnixStream, name: Arc<str>, serves: Serves) {
         let Some(slot) = self.open.take(self.limits.max_connections) else {
             return;
         };
-        let connection = Connection {
-            server: Arc::clone(self),
-            name: Arc::clone(name),
-            serves,
-            transferable: true,
-        };
-        tokio::spawn(async move {
-            connection.serve(stream, buffered, fresh).await;
-            drop(slot);
-        });
+        if let Err(error) = stream
+            .write_all(&rpc::server_pid_notification(std::process::id()))
+            .await
+        {
+            tracing::debug!("connection closed before the serverPid notification: {error}");
+            return;
+        }
+        match stream.into_std() {
+            Ok(stream) => {
+                let conn = self.conn(stream, name, serves, Some(slot), Vec::new());
+                self.watch(conn).await
+            }
+            Err(error) => tracing::warn!("closing a connection: {error}"),
+        }
     }
 
-    /// Runs a connection handed over by a predecessor.
+    fn conn(
+        self: &Arc<Self>,
+        stream: std::os::unix::net::UnixStream,
+        name: Arc<str>,
+        serves: Serves,
+        slot: Option<ConnectionSlot>,
+        buffered: Vec<u8>,
+    ) -> Conn {
+        let limits = self.limits;
+        let mut frames = Frames::new(limits.max_frame_bytes, limits.max_depth);
+        frames.buffer().extend_from_slice(&buffered);
+        Box::new(Connection {
+            stream,
+            frames,
+            transferable: slot.is_some(),
+            name,
+            serves,
+            home: Arc::clone(self) as Arc<dyn Home>,
+            _slot: slot,
+        })
+    }
+
+    /// Runs a connection handed over by a predecessor, with the bytes it read of it. A
+    /// handed-over connection sits in Kong's pool between calls: no serverPid notification,
+    /// which would be read as the reply to its next call (spec §6.1).
     pub fn adopt_connection(self: &Arc<Self>, fd: OwnedFd, name: &str, buffered: Vec<u8>) {
-        let stream = std::os::unix::net::UnixStream::from(fd);
-        let stream = match stream
-            .set_nonblocking(true)
-            .and_then(|()| UnixStream::from_std(stream))
-        {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!("cannot take over a connection: {error}");
-                return;
-            }
+        let Some(slot) = self.open.take(self.limits.max_connections) else {
+            return;
         };
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        if let Err(error) = stream.set_nonblocking(true) {
+            tracing::warn!("cannot take over a connection: {error}");
+            return;
+        }
         let serves = self.serves.get(name).cloned().unwrap_or(Serves::All);
-        self.spawn_connection(stream, &Arc::from(name), serves, buffered, false);
+        let conn = self.conn(stream, Arc::from(name), serves, Some(slot), buffered);
+        conn.park();
+    }
+
+    /// Serves a connection made elsewhere, as if accepted on a socket that `serves` (without the
+    /// serverPid notification): the fuzz target's way in.
+    #[cfg(feature = "fuzzing")]
+    pub fn serve_stream(self: &Arc<Self>, stream: std::os::unix::net::UnixStream, serves: Serves) {
+        let slot = self.open.take(self.limits.max_connections);
+        self.conn(stream, Arc::from("fuzz"), serves, slot, Vec::new())
+            .park();
     }
 
     /// Serves the predecessor's end of a forwarding connection: never counted, never handed
     /// over (it is how the successor reaches this process's events).
-    pub fn serve_forwarded(self: &Arc<Self>, stream: UnixStream) {
-        let connection = Connection {
-            server: Arc::clone(self),
-            name: Arc::from(""),
-            serves: Serves::All,
-            transferable: false,
-        };
-        tokio::spawn(connection.serve(stream, Vec::new(), false));
+    pub fn serve_forwarded(self: &Arc<Self>, stream: std::os::unix::net::UnixStream) {
+        let conn = self.conn(stream, Arc::from(""), Serves::All, None, Vec::new());
+        conn.park();
     }
 
     async fn drain(&self, grace: Duration) {
@@ -294,36 +335,135 @@ impl Server {
             );
         }
     }
-}
 
-/// Counts open connections against `--max-connections`.
-#[derive(Default)]
-struct OpenConnections {
-    count: AtomicUsize,
-    warnings: Throttle,
-}
-
-/// A connection's place under the limit, given back when dropped.
-struct ConnectionSlot(Arc<OpenConnections>);
-
-impl OpenConnections {
-    fn take(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
-        if self.count.fetch_add(1, Ordering::AcqRel) < max {
-            return Some(ConnectionSlot(Arc::clone(self)));
+    /// Watches an idle connection on the runtime until Kong sends on it, then sends the
+    /// message where it is answered.
+    async fn watch(self: Arc<Self>, mut conn: Conn) {
+        // SAFETY: `conn` owns the descriptor and outlives `watched`, which is dropped before
+        // the connection goes anywhere.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(conn.stream.as_raw_fd(), Interest::READABLE) };
+        let watched = match registered {
+            Ok(watched) => watched,
+            Err(error) => {
+                tracing::warn!("closing a connection: cannot watch it: {error}");
+                return;
+            }
+        };
+        let mut handing_over = self.outgoing.ready.subscribe();
+        loop {
+            match conn.frames.next_message() {
+                Ok(Some(message)) => {
+                    drop(watched);
+                    return self.route(conn, message);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!("closing a connection: {error}");
+                    return;
+                }
+            }
+            if self.hands_over(&conn, None) {
+                drop(watched);
+                return self.hand_over(*conn, None);
+            }
+            tokio::select! {
+                ready = watched.readable() => {
+                    let Ok(mut ready) = ready else { return };
+                    match conn.fill() {
+                        Fill::Read => {}
+                        Fill::Empty => ready.clear_ready(),
+                        Fill::Closed => return,
+                    }
+                }
+                _ = handing_over.wait_for(|ready| *ready), if conn.transferable => {}
+            }
         }
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        if self.warnings.allow() {
-            tracing::warn!(
-                "{max} connections open (--max-connections): closing new ones until some end"
-            );
+    }
+
+    /// Runs on a plugin thread: answers `conn`'s messages, starting with `next`, for as long as
+    /// this thread holds it.
+    fn serve(self: Arc<Self>, mut conn: Conn, mut next: Option<Value>) {
+        let mut idle = Duration::ZERO;
+        loop {
+            let message = match next.take() {
+                Some(message) => message,
+                None => {
+                    if self.hands_over(&conn, None) || self.executor.has_waiting_jobs() {
+                        return conn.park();
+                    }
+                    match conn.read(None, HOLD_CHECK) {
+                        Read::Message(message) => message,
+                        Read::Idle | Read::Woken => {
+                            idle += HOLD_CHECK;
+                            if idle >= HOLD {
+                                return conn.park();
+                            }
+                            continue;
+                        }
+                        Read::Closed => return,
+                    }
+                }
+            };
+            idle = Duration::ZERO;
+            if self.hands_over(&conn, Some(&message)) {
+                return self.hand_over(*conn, Some(message));
+            }
+            match self.dispatcher.dispatch(conn, message) {
+                Some(kept) => conn = kept,
+                None => return,
+            }
         }
-        None
+    }
+
+    /// Whether `conn` moves to the successor now: once it accepts, only Steps of this
+    /// process's own events are answered here.
+    fn hands_over(&self, conn: &Conn, message: Option<&Value>) -> bool {
+        conn.transferable
+            && self.outgoing.handing_over()
+            && !message.is_some_and(|message| self.dispatcher.owns_step(message))
+    }
+
+    /// Sends `conn` to the successor; `unanswered` is read there again, ahead of what follows.
+    fn hand_over(&self, conn: Connection, unanswered: Option<Value>) {
+        let Connection {
+            stream,
+            mut frames,
+            name,
+            ..
+        } = conn;
+        let mut buffered = Vec::new();
+        if let Some(message) = unanswered {
+            rmpv::encode::write_value(&mut buffered, &message).expect("Vec write");
+        }
+        buffered.extend_from_slice(frames.buffer());
+        self.outgoing.transfer(handoff::Transfer {
+            name: name.to_string(),
+            buffered,
+            fd: stream.into(),
+        });
     }
 }
 
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
+impl Home for Server {
+    fn route(self: Arc<Self>, conn: Conn, message: Value) {
+        if self.hands_over(&conn, Some(&message)) {
+            return self.hand_over(*conn, Some(message));
+        }
+        match self.dispatcher.deliver_step(conn, message) {
+            Ok(Some(refused_on)) => refused_on.park(),
+            Ok(None) => {}
+            Err((conn, message)) => {
+                let server = Arc::clone(&self);
+                self.executor
+                    .spawn(move || server.serve(conn, Some(message)));
+            }
+        }
+    }
+
+    fn park(self: Arc<Self>, conn: Conn) {
+        let runtime = self.runtime.clone();
+        runtime.spawn(self.watch(conn));
     }
 }
 
@@ -334,217 +474,6 @@ async fn reap(dispatcher: Arc<Dispatcher>) {
     loop {
         tokio::time::sleep(period).await;
         dispatcher.reclaim_abandoned();
-    }
-}
-
-/// One Kong connection: requests in, exactly one reply per request out, strictly in turn.
-struct Connection {
-    server: Arc<Server>,
-    /// The socket it came in on, for a successor to know what it serves.
-    name: Arc<str>,
-    serves: Serves,
-    /// False for a successor's forwarding connection: that one stays, it is how the successor
-    /// reaches this process's events.
-    transferable: bool,
-}
-
-/// What a connection does next while this process hands over to a successor.
-enum Turn {
-    Serve,
-    HandOver,
-}
-
-impl Connection {
-    async fn serve(self, mut stream: UnixStream, buffered: Vec<u8>, fresh: bool) {
-        let Some(sink) = StreamSink::of(&stream) else {
-            return;
-        };
-        // A handed-over connection sits in Kong's pool between calls: an unsolicited
-        // notification now would be read as the reply to its next call (spec §6.1).
-        if fresh {
-            if let Err(error) = stream
-                .write_all(&rpc::server_pid_notification(std::process::id()))
-                .await
-            {
-                tracing::debug!("connection closed before the serverPid notification: {error}");
-                return;
-            }
-        }
-        let mut frames = self.frames();
-        frames.buffer().extend_from_slice(&buffered);
-        let mut handing_over = self.server.outgoing.ready.subscribe();
-        loop {
-            loop {
-                let Ok(next) = self.next_message(&mut frames) else {
-                    return;
-                };
-                let Some(message) = next else {
-                    break;
-                };
-                if let Turn::HandOver = self.turn(&message) {
-                    // Not answered here: the successor reads it again, ahead of what follows.
-                    let mut unanswered = Vec::new();
-                    rmpv::encode::write_value(&mut unanswered, &message).expect("Vec write");
-                    unanswered.extend_from_slice(frames.buffer());
-                    return self.hand_over(stream, unanswered);
-                }
-                if !self.answer(&mut stream, &sink, message).await {
-                    return;
-                }
-            }
-            if let Turn::HandOver = self.turn_when_idle() {
-                let buffered = std::mem::take(frames.buffer());
-                return self.hand_over(stream, buffered);
-            }
-            let read = tokio::select! {
-                read = stream.read_buf(frames.buffer()) => read,
-                _ = handing_over.wait_for(|ready| *ready), if self.transferable => continue,
-            };
-            if !self.read_more(read, frames.buffer()) {
-                return;
-            }
-        }
-    }
-
-    fn frames(&self) -> Frames {
-        let limits = self.server.limits;
-        Frames::new(limits.max_frame_bytes, limits.max_depth)
-    }
-
-    /// The next complete message (`None` until more bytes arrive); `Err` (logged) when the
-    /// stream cannot be followed and the connection must close.
-    fn next_message(&self, frames: &mut Frames) -> Result<Option<rmpv::Value>, ()> {
-        frames.next_message().map_err(|error| {
-            tracing::warn!("closing a connection: {error}");
-        })
-    }
-
-    fn handing_over(&self) -> bool {
-        self.transferable && self.server.outgoing.handing_over()
-    }
-
-    /// Once a successor accepts, only Steps of this process's own events are answered here.
-    fn turn(&self, message: &rmpv::Value) -> Turn {
-        if !self.handing_over() || self.server.dispatcher.owns_step(message) {
-            Turn::Serve
-        } else {
-            Turn::HandOver
-        }
-    }
-
-    fn turn_when_idle(&self) -> Turn {
-        if self.handing_over() {
-            Turn::HandOver
-        } else {
-            Turn::Serve
-        }
-    }
-
-    fn hand_over(&self, stream: UnixStream, buffered: Vec<u8>) {
-        match stream.into_std() {
-            Ok(stream) => self.server.outgoing.transfer(handoff::Transfer {
-                name: self.name.to_string(),
-                buffered,
-                fd: stream.into(),
-            }),
-            Err(error) => tracing::warn!("cannot hand over a connection: {error}"),
-        }
-    }
-
-    /// Answers one request; false when the connection must close.
-    async fn answer(
-        &self,
-        stream: &mut UnixStream,
-        sink: &Arc<dyn Sink>,
-        message: rmpv::Value,
-    ) -> bool {
-        let dispatched = self.server.dispatcher.dispatch(&self.serves, message, sink);
-        let reply = match dispatched.await {
-            Outcome::Reply(reply) => reply,
-            Outcome::Deferred => return true,
-            Outcome::Close(reason) => {
-                tracing::warn!("closing a connection: {reason}");
-                return false;
-            }
-        };
-        if let Err(error) = stream.write_all(&reply).await {
-            tracing::warn!("Kong closed the connection before the reply was written: {error}");
-            return false;
-        }
-        true
-    }
-
-    /// Whether to go on after a read into `buffer`.
-    fn read_more(&self, read: io::Result<usize>, buffer: &[u8]) -> bool {
-        match read {
-            Ok(0) => {
-                let buffered = buffer.len();
-                if buffered > 0 {
-                    tracing::debug!(
-                        "connection closed in the middle of a message ({buffered} bytes)"
-                    );
-                }
-                false
-            }
-            Ok(_) => true,
-            Err(error) => {
-                tracing::debug!("connection read failed: {error}");
-                false
-            }
-        }
-    }
-}
-
-/// The write side of a Kong connection for plugin threads: a second descriptor of the same
-/// socket. Writes block the plugin thread (never a socket thread) while Kong's side is full.
-struct StreamSink {
-    stream: std::os::unix::net::UnixStream,
-}
-
-/// How long a reply may wait for Kong to make room; Kong's own read timeout is 60 s.
-const SEND_TIMEOUT_MS: i32 = 60_000;
-
-impl StreamSink {
-    fn of(stream: &UnixStream) -> Option<Arc<dyn Sink>> {
-        match stream.as_fd().try_clone_to_owned() {
-            Ok(fd) => Some(Arc::new(StreamSink { stream: fd.into() })),
-            Err(error) => {
-                tracing::warn!("closing a connection: cannot duplicate its descriptor: {error}");
-                None
-            }
-        }
-    }
-}
-
-impl Sink for StreamSink {
-    fn send(&self, reply: &[u8]) {
-        let mut rest = reply;
-        while !rest.is_empty() {
-            match (&self.stream).write(rest) {
-                Ok(0) => break,
-                Ok(written) => rest = &rest[written..],
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                // The socket is non-blocking (tokio owns it): wait for room.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    let mut poll = libc::pollfd {
-                        fd: self.stream.as_raw_fd(),
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd, for a descriptor this sink owns.
-                    if unsafe { libc::poll(&mut poll, 1, SEND_TIMEOUT_MS) } == 0 {
-                        tracing::warn!("Kong did not read a reply within 60s; dropping it");
-                        return;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(
-                        "Kong closed the connection before the reply was written: {error}"
-                    );
-                    return;
-                }
-            }
-        }
     }
 }
 

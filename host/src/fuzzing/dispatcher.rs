@@ -1,21 +1,23 @@
-//! `dispatcher`: Kong's side of a connection as bytes, read the way the server reads a socket
-//! and answered by a real [`Dispatcher`] serving [`FuzzPlugin`] (no socket: the replies are
-//! checked instead of written).
+//! `dispatcher`: Kong's side of a connection as bytes, sent over a socket pair to a real
+//! [`Server`] and [`Dispatcher`] serving [`FuzzPlugin`], and the replies checked.
 
 use super::plugin::{FuzzPlugin, LIVE_INSTANCES};
 use crate::{
-    dispatch::{Dispatcher, Outcome, Policy, Serves},
-    events::{Events, Sink},
+    dispatch::{Dispatcher, Policy, Serves},
+    events::Events,
     executor::Executor,
     frame::{Frames, Scanner},
     ids::InstanceIds,
     instances::Instances,
     rpc::{self, MsgId, Request},
+    server::{Limits, Server},
 };
 use rmpv::Value;
 use std::{
+    io::{Read, Write},
+    os::unix::net::UnixStream,
     path::PathBuf,
-    sync::{atomic::Ordering, mpsc, Arc, OnceLock},
+    sync::{atomic::Ordering, Arc, OnceLock},
     time::Duration,
 };
 
@@ -46,17 +48,34 @@ pub fn dispatcher(data: &[u8]) {
         0 => stream.len().max(1),
         n => n,
     };
-    let (replies_in, replies) = mpsc::channel();
+    let dispatcher = Arc::new(dispatcher_for_one_input());
+    let (kong, host) = UnixStream::pair().expect("a socket pair");
+    host.set_nonblocking(true).expect("a non-blocking socket");
+    kong.set_read_timeout(Some(REPLY_TIMEOUT))
+        .expect("a read timeout");
+    let server = {
+        let _runtime = runtime().enter();
+        let limits = Limits {
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_depth: MAX_DEPTH,
+            max_connections: 1,
+        };
+        let server = Server::new(Arc::clone(&dispatcher), executor(), limits, &[])
+            .expect("a server without sockets");
+        server.serve_stream(host, serves);
+        server
+    };
     let mut connection = Connection {
-        dispatcher: dispatcher_for_one_input(),
-        serves,
-        sink: Arc::new(Collected(replies_in)),
-        replies,
+        kong,
+        replies: Frames::new(usize::MAX, 1024),
         live: Vec::new(),
         events: Vec::new(),
     };
-    runtime().block_on(connection.serve(stream, read_size));
+    connection.serve(stream, read_size);
     drop(connection);
+    // The dispatcher going away would end every event; its server holds it until they end.
+    dispatcher.events.end_all();
+    drop((server, dispatcher));
     // Handlers still waiting for Kong wake up to "event ended" and let go of their instance.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while LIVE_INSTANCES.load(Ordering::Acquire) > 0 {
@@ -73,18 +92,20 @@ pub fn dispatcher(data: &[u8]) {
 const MAX_FRAME_BYTES: usize = 4096;
 const MAX_DEPTH: usize = 16;
 
-/// A fresh dispatcher per input, so inputs do not depend on each other; the plugin threads are
-/// shared, as starting threads for every input would be slow.
-fn dispatcher_for_one_input() -> Dispatcher {
+/// The plugin threads, shared by every input, as starting threads for every input would be slow.
+fn executor() -> Executor {
     static EXECUTOR: OnceLock<Executor> = OnceLock::new();
-    let executor = EXECUTOR.get_or_init(|| Executor::new(8)).clone();
+    EXECUTOR.get_or_init(|| Executor::new(8)).clone()
+}
+
+/// A fresh dispatcher per input, so inputs do not depend on each other.
+fn dispatcher_for_one_input() -> Dispatcher {
     // A state file that cannot be created: ids then start from the clock, with no disk writes.
     let ids = InstanceIds::new(PathBuf::from("/dev/null/kong-rust-host-fuzz-ids"));
     Dispatcher::new(
         vec![FuzzPlugin::loaded()],
         Instances::new(ids),
         Events::new(Duration::from_secs(10)),
-        executor,
         Policy {
             max_instances: 4,
             max_events_per_plugin: 3,
@@ -96,19 +117,19 @@ fn dispatcher_for_one_input() -> Dispatcher {
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
             .build()
             .expect("a tokio runtime")
     })
 }
 
 struct Connection {
-    dispatcher: Dispatcher,
-    serves: Serves,
-    /// Where plugin threads send the replies they write themselves, and where they arrive.
-    sink: Arc<dyn Sink>,
-    replies: mpsc::Receiver<Vec<u8>>,
+    /// Kong's end of the connection.
+    kong: UnixStream,
+    /// The host's replies as they arrive.
+    replies: Frames,
     /// Instance ids started and not closed, in the order the host handed them out.
     live: Vec<i64>,
     /// Event ids the host answered with a PDK call.
@@ -116,27 +137,32 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(&mut self, stream: &[u8], read_size: usize) {
+    /// Sends each complete message in `read_size` pieces and checks its answer, until the input
+    /// ends or the host closes the connection.
+    fn serve(&mut self, stream: &[u8], read_size: usize) {
         let mut frames = Frames::new(MAX_FRAME_BYTES, MAX_DEPTH);
-        for read in stream.chunks(read_size) {
-            frames.buffer().extend_from_slice(read);
-            // The server's loop: every complete message, until one closes the connection.
-            loop {
-                match frames.next_message() {
-                    Ok(Some(message)) => {
-                        if !self.exchange(message).await {
-                            return;
-                        }
+        frames.buffer().extend_from_slice(stream);
+        loop {
+            match frames.next_message() {
+                Ok(Some(message)) => {
+                    if !self.exchange(message, read_size) {
+                        return;
                     }
-                    Ok(None) => break,
-                    Err(_) => return,
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    // The host closes a connection it cannot follow: send it the rest.
+                    let rest = std::mem::take(frames.buffer());
+                    let _ = self.kong.write_all(&rest);
+                    self.expect_closed();
+                    return;
                 }
             }
         }
     }
 
     /// One message and its answer; false when the connection is closed.
-    async fn exchange(&mut self, mut message: Value) -> bool {
+    fn exchange(&mut self, mut message: Value, read_size: usize) -> bool {
         self.use_handed_out_ids(&mut message);
         let msgid = match &message {
             Value::Array(parts) => match parts.get(1) {
@@ -146,25 +172,48 @@ impl Connection {
             _ => None,
         };
         let request = rpc::parse(message.clone()).ok().map(|(_, request)| request);
-        let outcome = self.dispatcher.dispatch(&self.serves, message, &self.sink);
-        match (outcome.await, msgid) {
-            (Outcome::Reply(reply), Some(msgid)) => {
-                self.check_reply(msgid, request, &reply);
-                true
+        let mut bytes = Vec::new();
+        rmpv::encode::write_value(&mut bytes, &message).expect("Vec write");
+        for piece in bytes.chunks(read_size) {
+            if self.kong.write_all(piece).is_err() {
+                return false;
             }
-            (Outcome::Deferred, Some(msgid)) => {
-                let reply = self
-                    .replies
-                    .recv_timeout(DEFERRED_REPLY_TIMEOUT)
-                    .expect("a plugin thread's reply");
-                self.check_reply(msgid, request, &reply);
-                true
-            }
-            (Outcome::Deferred, None) => panic!("deferred a message that has no msgid"),
-            (Outcome::Close(_), None) => false,
-            (Outcome::Reply(_), None) => panic!("answered a message that has no msgid"),
-            (Outcome::Close(reason), Some(_)) => panic!("a request went unanswered: {reason}"),
         }
+        match (self.reply(), msgid) {
+            (Some(reply), Some(msgid)) => {
+                self.check_reply(msgid, request, &reply);
+                true
+            }
+            (None, None) => false,
+            (Some(reply), None) => panic!("answered a message that has no msgid: {reply:?}"),
+            (None, Some(_)) => panic!("a request went unanswered: {message}"),
+        }
+    }
+
+    /// The host's next reply; `None` when it closed the connection.
+    fn reply(&mut self) -> Option<Vec<u8>> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let buffer = self.replies.buffer();
+            if let Some(len) = Scanner::new(usize::MAX, 1024)
+                .scan(buffer)
+                .expect("the host writes MessagePack")
+            {
+                return Some(buffer.drain(..len).collect());
+            }
+            match self.kong.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                Err(error) => panic!("no reply within {REPLY_TIMEOUT:?}: {error}"),
+            }
+        }
+    }
+
+    fn expect_closed(&mut self) {
+        assert!(
+            self.reply().is_none(),
+            "the host answered what it cannot follow"
+        );
     }
 
     fn use_handed_out_ids(&self, message: &mut Value) {
@@ -313,13 +362,4 @@ fn entry_of<'a>(map: &'a Value, key: &str) -> Option<&'a Value> {
 }
 
 /// The fuzz plugin answers at once: a reply slower than this is a hang.
-const DEFERRED_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Collects the replies plugin threads write, as a socket would carry them.
-struct Collected(mpsc::Sender<Vec<u8>>);
-
-impl Sink for Collected {
-    fn send(&self, reply: &[u8]) {
-        let _ = self.0.send(reply.to_vec());
-    }
-}
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,331 @@
+//! A Kong connection as a thing that moves between threads.
+//!
+//! Kong sends nothing on a connection until it has the reply to its previous request, and it
+//! almost always sends an event's next Step on the connection that carried the event's previous
+//! message (its keepalive pool hands back the connection returned last). So whoever writes a
+//! reply on a connection is the natural reader of its next message: a [`Conn`] is owned by
+//! exactly one place at a time — the plugin thread that replied last and now reads it, a
+//! waiting event it is being handed to, or the socket runtime that watches it while it is idle
+//! ([`Home::park`]) — and it carries the bytes read of it with it.
+//!
+//! A plugin thread waits on its connection *and* on its [`Waker`], so a Step that arrives on
+//! another connection (Kong may hop) still reaches it.
+
+use crate::{
+    dispatch::Serves,
+    frame::Frames,
+    rpc::{self, RequestError},
+    throttle::Throttle,
+};
+use nix::{
+    errno::Errno,
+    poll::{poll, PollFd, PollFlags, PollTimeout},
+    sys::eventfd::{EfdFlags, EventFd},
+};
+use rmpv::Value;
+use std::{
+    io::{self, Read as _, Write},
+    os::{fd::AsFd, unix::net::UnixStream},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+/// Where a connection goes when the thread holding it lets it go: the server it came in on.
+pub trait Home: Send + Sync {
+    /// A message the holding thread will not answer itself (it belongs to another event, or
+    /// the holder is busy with its own): sent where it is answered, with the connection.
+    fn route(self: Arc<Self>, conn: Conn, message: Value);
+    /// An idle connection: watched by the socket runtime until Kong sends on it again.
+    fn park(self: Arc<Self>, conn: Conn);
+}
+
+/// A Kong connection, boxed: it moves between threads and through every reply path, so it
+/// moves as a pointer.
+pub type Conn = Box<Connection>;
+
+/// A Kong connection between two requests, or with a request in progress.
+pub struct Connection {
+    /// Non-blocking: it is watched by the runtime's poller while parked, and waited on with
+    /// `poll` (beside a [`Waker`]) while a plugin thread holds it.
+    pub(crate) stream: UnixStream,
+    /// Bytes read and not yet consumed as messages: they travel with the connection.
+    pub(crate) frames: Frames,
+    /// The socket it came in on, for a successor to know what it serves.
+    pub name: Arc<str>,
+    /// What that socket serves: StartInstance is checked against it.
+    pub serves: Serves,
+    /// False for a successor's forwarding connection: it is never handed over.
+    pub transferable: bool,
+    /// Where the connection goes when its holder lets it go.
+    pub(crate) home: Arc<dyn Home>,
+    /// Its place under `--max-connections`, given back when the connection closes; none for
+    /// a forwarding connection, which is not Kong's.
+    pub(crate) _slot: Option<ConnectionSlot>,
+}
+
+/// What waiting on a connection gave.
+pub enum Read {
+    /// The next whole message Kong sent.
+    Message(Value),
+    /// The waiting thread's [`Waker`] was woken: something was delivered to it.
+    Woken,
+    /// Nothing arrived in time.
+    Idle,
+    /// Kong closed the connection, or sent bytes that cannot be followed (logged).
+    Closed,
+}
+
+/// How long a reply may wait for Kong to make room, in ms; Kong's own read timeout is 60 s.
+const SEND_TIMEOUT_MS: u16 = 60_000;
+
+impl Connection {
+    /// The next message, waiting at most `timeout` for it and, with a `waker`, only until that
+    /// is woken.
+    pub fn read(&mut self, waker: Option<&Waker>, timeout: Duration) -> Read {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.frames.next_message() {
+                Ok(Some(message)) => return Read::Message(message),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!("closing a connection: {error}");
+                    return Read::Closed;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match wait(&self.stream, waker, left) {
+                Ready::Connection => {}
+                Ready::Waker => return Read::Woken,
+                Ready::Timeout => return Read::Idle,
+            }
+            if let Fill::Closed = self.fill() {
+                return Read::Closed;
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer.
+    pub(crate) fn fill(&mut self) -> Fill {
+        let buffer = self.frames.buffer();
+        let start = buffer.len();
+        buffer.resize(start + READ_CHUNK, 0);
+        let read = loop {
+            match (&self.stream).read(&mut buffer[start..]) {
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        buffer.truncate(start + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => {
+                if start > 0 {
+                    tracing::debug!("connection closed in the middle of a message ({start} bytes)");
+                }
+                Fill::Closed
+            }
+            Ok(_) => Fill::Read,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Fill::Empty,
+            Err(error) => {
+                tracing::debug!("connection read failed: {error}");
+                Fill::Closed
+            }
+        }
+    }
+
+    /// Writes one whole reply; false when Kong closed the connection (logged).
+    pub fn send(&mut self, reply: &[u8]) -> bool {
+        let mut rest = reply;
+        while !rest.is_empty() {
+            match (&self.stream).write(rest) {
+                Ok(0) => return false,
+                Ok(written) => rest = &rest[written..],
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLOUT)];
+                    if poll(&mut fds, SEND_TIMEOUT_MS) == Ok(0) {
+                        tracing::warn!("Kong did not read a reply within 60s; closing");
+                        return false;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        "Kong closed the connection before the reply was written: {error}"
+                    );
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes `reply` and keeps the connection, unless Kong closed it.
+    pub fn answer(mut self: Box<Self>, reply: &[u8]) -> Option<Conn> {
+        self.send(reply).then_some(self)
+    }
+
+    /// Answers a request that cannot be served: with an error when it has an id to answer
+    /// to, else by closing the connection. Either way the reason is logged.
+    pub fn refuse(self: Box<Self>, refused: RequestError) -> Option<Conn> {
+        match refused {
+            RequestError::Unanswerable(reason) => {
+                tracing::warn!("closing a connection: {reason}");
+                None
+            }
+            RequestError::Invalid { msgid, message } => {
+                tracing::warn!("refused a request: {message}");
+                self.answer(&rpc::error_reply(msgid, &message))
+            }
+        }
+    }
+
+    /// Lets the connection go: sends `message` where it is answered.
+    pub fn route(self: Box<Self>, message: Value) {
+        Arc::clone(&self.home).route(self, message)
+    }
+
+    /// Lets the idle connection go: the runtime watches it.
+    pub fn park(self: Box<Self>) {
+        Arc::clone(&self.home).park(self)
+    }
+}
+
+/// What a read gave.
+pub(crate) enum Fill {
+    Read,
+    /// Nothing to read yet.
+    Empty,
+    /// Kong closed the connection, or it failed.
+    Closed,
+}
+
+/// Bytes asked of the socket per read: Kong's usual messages fit many times over.
+const READ_CHUNK: usize = 16 * 1024;
+
+enum Ready {
+    Connection,
+    Waker,
+    Timeout,
+}
+
+/// Waits until `stream` is readable (or closed), `waker` is woken, or `timeout` passes.
+fn wait(stream: &UnixStream, waker: Option<&Waker>, timeout: Duration) -> Ready {
+    let readable = PollFlags::POLLIN;
+    let millis = timeout_ms(timeout);
+    loop {
+        let polled = match waker {
+            Some(waker) => {
+                let mut fds = [
+                    PollFd::new(stream.as_fd(), readable),
+                    PollFd::new(waker.event.as_fd(), readable),
+                ];
+                poll(&mut fds, millis).map(|n| {
+                    if n == 0 {
+                        Ready::Timeout
+                    } else if fds[1].any() == Some(true) {
+                        Ready::Waker
+                    } else {
+                        Ready::Connection
+                    }
+                })
+            }
+            None => {
+                let mut fds = [PollFd::new(stream.as_fd(), readable)];
+                poll(&mut fds, millis).map(|n| match n {
+                    0 => Ready::Timeout,
+                    _ => Ready::Connection,
+                })
+            }
+        };
+        match polled {
+            Err(Errno::EINTR) => continue,
+            Ok(ready) => return ready,
+            // Nothing to wait on can fail otherwise; let the read say what is wrong.
+            Err(_) => return Ready::Connection,
+        }
+    }
+}
+
+fn timeout_ms(timeout: Duration) -> PollTimeout {
+    // Round up, so a wait never ends before its deadline and spins.
+    let millis = timeout.as_nanos().div_ceil(1_000_000);
+    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+}
+
+/// A plugin thread's wake-up call, pollable beside a connection: what other threads use to
+/// deliver an event's Step (and the reaper to end it) while its handler waits.
+pub struct Waker {
+    event: EventFd,
+}
+
+thread_local! {
+    static WAKER: Arc<Waker> = Arc::new(Waker {
+        event: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
+            .expect("an eventfd for a plugin thread"),
+    });
+}
+
+impl Waker {
+    /// The calling thread's.
+    pub fn current() -> Arc<Waker> {
+        WAKER.with(Arc::clone)
+    }
+
+    pub fn wake(&self) {
+        let _ = self.event.write(1);
+    }
+
+    /// Forgets past wake-ups; the caller then checks what it was woken for.
+    pub fn clear(&self) {
+        let _ = self.event.read();
+    }
+
+    /// Waits until woken or `timeout` passes; true when woken.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut fds = [PollFd::new(self.event.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, timeout_ms(timeout)) {
+                Err(Errno::EINTR) => continue,
+                Ok(n) => return n > 0,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Counts open connections against `--max-connections`.
+#[derive(Default)]
+pub(crate) struct OpenConnections {
+    count: AtomicUsize,
+    warnings: Throttle,
+}
+
+/// A connection's place under the limit, given back when dropped.
+pub(crate) struct ConnectionSlot(Arc<OpenConnections>);
+
+impl OpenConnections {
+    pub(crate) fn take(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
+        if self.count.fetch_add(1, Ordering::AcqRel) < max {
+            return Some(ConnectionSlot(Arc::clone(self)));
+        }
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if self.warnings.allow() {
+            tracing::warn!(
+                "{max} connections open (--max-connections): closing new ones until some end"
+            );
+        }
+        None
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
