@@ -14,6 +14,7 @@
 use crate::{
     dispatch::Serves,
     frame::Frames,
+    place::Place,
     rpc::{self, RequestError},
     throttle::Throttle,
 };
@@ -24,6 +25,7 @@ use nix::{
 };
 use rmpv::Value;
 use std::{
+    cell::RefCell,
     io::{self, Read as _, Write},
     os::{fd::AsFd, unix::net::UnixStream},
     sync::{
@@ -63,7 +65,7 @@ pub struct Connection {
     pub(crate) home: Arc<dyn Home>,
     /// Its place under `--max-connections`, given back when the connection closes; none for
     /// a forwarding connection, which is not Kong's.
-    pub(crate) _slot: Option<ConnectionSlot>,
+    pub(crate) _slot: Option<Place>,
 }
 
 /// What waiting on a connection gave.
@@ -109,20 +111,23 @@ impl Connection {
 
     /// Reads what the socket has into the buffer.
     pub(crate) fn fill(&mut self) -> Fill {
-        let buffer = self.frames.buffer();
-        let start = buffer.len();
-        buffer.resize(start + READ_CHUNK, 0);
-        let read = loop {
-            match (&self.stream).read(&mut buffer[start..]) {
+        let read = SCRATCH.with_borrow_mut(|scratch| loop {
+            match (&self.stream).read(&mut scratch[..]) {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
+                Ok(n) => {
+                    self.frames.buffer().extend_from_slice(&scratch[..n]);
+                    break Ok(n);
+                }
+                Err(error) => break Err(error),
             }
-        };
-        buffer.truncate(start + *read.as_ref().unwrap_or(&0));
+        });
         match read {
             Ok(0) => {
-                if start > 0 {
-                    tracing::debug!("connection closed in the middle of a message ({start} bytes)");
+                let partial = self.frames.buffer().len();
+                if partial > 0 {
+                    tracing::debug!(
+                        "connection closed in the middle of a message ({partial} bytes)"
+                    );
                 }
                 Fill::Closed
             }
@@ -187,7 +192,8 @@ impl Connection {
     }
 
     /// Lets the idle connection go: the runtime watches it.
-    pub fn park(self: Box<Self>) {
+    pub fn park(mut self: Box<Self>) {
+        self.frames.release();
         Arc::clone(&self.home).park(self)
     }
 }
@@ -203,6 +209,12 @@ pub(crate) enum Fill {
 
 /// Bytes asked of the socket per read: Kong's usual messages fit many times over.
 const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Where reads land before the bytes join their connection's buffer: one per thread, not
+    /// one per connection, so thousands of idle pooled connections hold no read space.
+    static SCRATCH: RefCell<Box<[u8; READ_CHUNK]>> = RefCell::new(Box::new([0; READ_CHUNK]));
+}
 
 enum Ready {
     Connection,
@@ -298,34 +310,22 @@ impl Waker {
 /// Counts open connections against `--max-connections`.
 #[derive(Default)]
 pub(crate) struct OpenConnections {
-    count: AtomicUsize,
+    count: Arc<AtomicUsize>,
     warnings: Throttle,
 }
 
-/// A connection's place under the limit, given back when dropped.
-pub(crate) struct ConnectionSlot(Arc<OpenConnections>);
-
 impl OpenConnections {
-    pub(crate) fn take(self: &Arc<Self>, max: usize) -> Option<ConnectionSlot> {
-        if self.count.fetch_add(1, Ordering::AcqRel) < max {
-            return Some(ConnectionSlot(Arc::clone(self)));
-        }
-        self.count.fetch_sub(1, Ordering::AcqRel);
-        if self.warnings.allow() {
+    pub(crate) fn take(&self, max: usize) -> Option<Place> {
+        let place = Place::take(&self.count, max);
+        if place.is_none() && self.warnings.allow() {
             tracing::warn!(
                 "{max} connections open (--max-connections): closing new ones until some end"
             );
         }
-        None
+        place
     }
 
     pub(crate) fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::AcqRel);
     }
 }

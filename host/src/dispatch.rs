@@ -2,12 +2,13 @@
 
 use crate::{
     connection::Conn,
-    events::{Answer, Event, Events, InFlight, Pending, Yield},
+    events::{Answer, Event, Events, Pending, Yield},
     handoff::{Adopted, Forwarder},
     ids::EventIds,
     instances::Instances,
     loader::LoadedPlugin,
     metrics::{self, Ending, PluginStats},
+    place::Place,
     rpc::{self, MsgId, Request, StepData, StepResult},
     throttle::Throttle,
 };
@@ -341,7 +342,7 @@ impl Dispatcher {
             return Err("kong-rust-host is shutting down".into());
         }
         let served = &self.plugins[&instance.plugin.name];
-        let Some(place) = InFlight::acquire(&served.in_flight, self.max_events_per_plugin) else {
+        let Some(place) = Place::take(&served.in_flight, self.max_events_per_plugin) else {
             return self
                 .overloaded(msgid, event_id, served, phase)
                 .map(Prepared::Answered);
@@ -434,19 +435,16 @@ impl Dispatcher {
         }
     }
 
-    /// Delivers `message` if it is a Step of an event running here: that neither waits nor
-    /// runs plugin code, so the socket runtime may do it itself. Anything else is given back.
-    pub fn deliver_step(&self, conn: Conn, message: Value) -> Result<Option<Conn>, (Conn, Value)> {
-        let Some(event) = rpc::step_event_id(&message).and_then(|id| self.events.get(id)) else {
-            return Err((conn, message));
-        };
-        let (msgid, request) = match rpc::parse(message) {
-            Ok(parsed) => parsed,
-            Err(refused) => return Ok(conn.refuse(refused)),
-        };
-        match request.into_step() {
-            Ok((_, result)) => Ok(self.resume(&event, msgid, result, conn)),
-            Err(_) => unreachable!("step_event_id matched a Step method"),
+    /// Whether answering `message` runs plugin code (HandleEvent, StartInstance) or waits on
+    /// the host this one replaced: such messages go to a plugin thread. Everything else is
+    /// answered at once wherever it was read, the socket runtime included, so GetStatus and
+    /// Steps are answered even while every plugin thread is busy.
+    pub fn needs_plugin_thread(&self, message: &Value) -> bool {
+        match rpc::method_of(message) {
+            Some("plugin.HandleEvent" | "plugin.StartInstance") => true,
+            _ => rpc::step_event_id(message).is_some_and(|id| {
+                self.events.get(id).is_none() && self.predecessor.lock().is_some()
+            }),
         }
     }
 
@@ -548,7 +546,7 @@ struct EventStart {
     event_id: u64,
     instance: Arc<crate::instances::Live>,
     phase: Phase,
-    place: InFlight,
+    place: Place,
     served: Arc<Served>,
 }
 

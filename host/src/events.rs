@@ -18,6 +18,7 @@ use crate::{
     connection::{Conn, Read, Waker},
     frame::Scanner,
     instances::Live,
+    place::Place,
     rpc::{self, MsgId, StepResult},
     sharded::ShardedMap,
 };
@@ -31,7 +32,7 @@ use std::{
     cell::RefCell,
     panic::{self, AssertUnwindSafe},
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, OnceLock, PoisonError,
     },
     time::{Duration, Instant},
@@ -136,28 +137,6 @@ impl Mailbox {
     }
 }
 
-/// One of a plugin's places under `--max-events-per-plugin`, held by each of its events and
-/// given back when the event is gone, however it ended.
-pub struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// A place among `max`, if one is free.
-    pub fn acquire(count: &Arc<AtomicUsize>, max: usize) -> Option<InFlight> {
-        if count.fetch_add(1, Ordering::AcqRel) < max {
-            Some(InFlight(Arc::clone(count)))
-        } else {
-            count.fetch_sub(1, Ordering::AcqRel);
-            None
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 pub struct Event {
     pub id: u64,
     pub instance: Arc<Live>,
@@ -174,7 +153,8 @@ pub struct Event {
     touched_ms: AtomicU64,
     /// When HandleEvent arrived: the event's duration in the statistics.
     pub started: Instant,
-    _place: InFlight,
+    /// Its place under `--max-events-per-plugin`.
+    _place: Place,
 }
 
 /// The event had no pending request to answer: it was reclaimed, or already answered.
@@ -248,7 +228,7 @@ impl Events {
         id: u64,
         instance: Arc<Live>,
         phase: Phase,
-        place: InFlight,
+        place: Place,
         pending: Pending,
         answer: Arc<dyn Answer>,
     ) -> Option<Conn> {

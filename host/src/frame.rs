@@ -120,8 +120,15 @@ pub struct Frames {
 impl Frames {
     pub fn new(max_len: usize, max_depth: usize) -> Self {
         Frames {
-            buffer: Vec::with_capacity(8 * 1024),
+            buffer: Vec::new(),
             scanner: Scanner::new(max_len, max_depth),
+        }
+    }
+
+    /// Frees the buffer's memory when it holds nothing: an idle connection needs none.
+    pub fn release(&mut self) {
+        if self.buffer.is_empty() {
+            self.buffer = Vec::new();
         }
     }
 

@@ -239,9 +239,14 @@ impl Forwarder {
         })
     }
 
-    /// [`Forwarder::call`] from a plugin thread (never from the runtime's own threads).
+    /// [`Forwarder::call`] from synchronous code: a plugin thread, or (rarely, when the event
+    /// ended meanwhile) a runtime thread, which then lets the runtime move its other tasks.
     pub fn call_blocking(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
-        self.runtime.block_on(self.call(request, timeout))
+        let call = || self.runtime.block_on(self.call(request, timeout));
+        match Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(call),
+            Err(_) => call(),
+        }
     }
 
     /// Sends one request, returns the predecessor's reply as it sent it.

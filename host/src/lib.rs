@@ -25,6 +25,7 @@ pub mod kong_conf;
 pub mod loader;
 pub mod lock;
 pub mod metrics;
+pub mod place;
 mod plugin_entry;
 pub mod rpc;
 pub mod server;

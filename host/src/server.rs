@@ -2,11 +2,13 @@
 //! answered on it last, or watched by the runtime while idle; graceful shutdown.
 
 use crate::{
-    connection::{Conn, Connection, ConnectionSlot, Fill, Home, OpenConnections, Read},
+    connection::{Conn, Connection, Fill, Home, OpenConnections, Read},
     dispatch::{Dispatcher, Serves},
     executor::Executor,
     frame::Frames,
-    handoff, rpc,
+    handoff,
+    place::Place,
+    rpc,
 };
 use rmpv::Value;
 use std::{
@@ -15,7 +17,7 @@ use std::{
     os::fd::{AsFd, AsRawFd, OwnedFd},
     os::unix::fs::FileTypeExt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{atomic::AtomicUsize, Arc},
     time::Duration,
 };
 use tokio::{
@@ -128,7 +130,9 @@ fn remove_stale(path: &Path) -> io::Result<()> {
 pub struct Server {
     pub dispatcher: Arc<Dispatcher>,
     limits: Limits,
-    open: Arc<OpenConnections>,
+    open: OpenConnections,
+    /// Threads holding an idle connection now, at most [`MAX_HOLDERS`].
+    holders: Arc<AtomicUsize>,
     /// What each socket name serves, for connections a predecessor hands over.
     serves: HashMap<String, Serves>,
     /// Set when a successor takes over (`serve --upgrade`): connections move to it.
@@ -157,6 +161,9 @@ const HOLD: Duration = Duration::from_secs(1);
 /// How often a thread holding an idle connection checks whether it should let it go sooner (a
 /// successor takes over, or events wait for a thread).
 const HOLD_CHECK: Duration = Duration::from_millis(100);
+/// Idle connections held by threads at most: Kong reuses the connections it returned last, so
+/// the busy ones are few (about the requests in flight); any more wait parked, costing no thread.
+const MAX_HOLDERS: usize = 128;
 
 impl Server {
     /// Within the tokio runtime, which watches idle connections.
@@ -174,7 +181,8 @@ impl Server {
             listener_fds,
             dispatcher,
             limits,
-            open: Arc::default(),
+            open: OpenConnections::default(),
+            holders: Arc::default(),
             serves: listeners
                 .iter()
                 .map(|l| (l.name.clone(), l.serves.clone()))
@@ -269,7 +277,7 @@ impl Server {
         stream: std::os::unix::net::UnixStream,
         name: Arc<str>,
         serves: Serves,
-        slot: Option<ConnectionSlot>,
+        slot: Option<Place>,
         buffered: Vec<u8>,
     ) -> Conn {
         let limits = self.limits;
@@ -384,28 +392,17 @@ impl Server {
     /// Runs on a plugin thread: answers `conn`'s messages, starting with `next`, for as long as
     /// this thread holds it.
     fn serve(self: Arc<Self>, mut conn: Conn, mut next: Option<Value>) {
-        let mut idle = Duration::ZERO;
         loop {
             let message = match next.take() {
                 Some(message) => message,
-                None => {
-                    if self.hands_over(&conn, None) || self.executor.has_waiting_jobs() {
-                        return conn.park();
+                None => match self.hold(conn) {
+                    Some((held, message)) => {
+                        conn = held;
+                        message
                     }
-                    match conn.read(None, HOLD_CHECK) {
-                        Read::Message(message) => message,
-                        Read::Idle | Read::Woken => {
-                            idle += HOLD_CHECK;
-                            if idle >= HOLD {
-                                return conn.park();
-                            }
-                            continue;
-                        }
-                        Read::Closed => return,
-                    }
-                }
+                    None => return,
+                },
             };
-            idle = Duration::ZERO;
             if self.hands_over(&conn, Some(&message)) {
                 return self.hand_over(*conn, Some(message));
             }
@@ -414,6 +411,26 @@ impl Server {
                 None => return,
             }
         }
+    }
+
+    /// Waits for Kong's next message on `conn` while that is worth a thread; `None` once the
+    /// connection is parked on the runtime, or closed.
+    fn hold(&self, conn: Conn) -> Option<(Conn, Value)> {
+        let Some(_holding) = Place::take(&self.holders, MAX_HOLDERS) else {
+            conn.park();
+            return None;
+        };
+        let mut conn = conn;
+        let mut idle = Duration::ZERO;
+        while idle < HOLD && !self.hands_over(&conn, None) && !self.executor.has_waiting_jobs() {
+            match conn.read(None, HOLD_CHECK) {
+                Read::Message(message) => return Some((conn, message)),
+                Read::Idle | Read::Woken => idle += HOLD_CHECK,
+                Read::Closed => return None,
+            }
+        }
+        conn.park();
+        None
     }
 
     /// Whether `conn` moves to the successor now: once it accepts, only Steps of this
@@ -450,14 +467,14 @@ impl Home for Server {
         if self.hands_over(&conn, Some(&message)) {
             return self.hand_over(*conn, Some(message));
         }
-        match self.dispatcher.deliver_step(conn, message) {
-            Ok(Some(refused_on)) => refused_on.park(),
-            Ok(None) => {}
-            Err((conn, message)) => {
-                let server = Arc::clone(&self);
-                self.executor
-                    .spawn(move || server.serve(conn, Some(message)));
-            }
+        if self.dispatcher.needs_plugin_thread(&message) {
+            let server = Arc::clone(&self);
+            return self
+                .executor
+                .spawn(move || server.serve(conn, Some(message)));
+        }
+        if let Some(answered_on) = self.dispatcher.dispatch(conn, message) {
+            answered_on.park();
         }
     }
 
