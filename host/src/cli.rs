@@ -7,6 +7,8 @@ use crate::{
 };
 use tokio::runtime::Handle;
 
+mod wait_ready;
+
 use clap::{Parser, Subcommand};
 use std::{
     path::{Path, PathBuf},
@@ -73,6 +75,21 @@ enum Command {
     },
     /// Print the kong.conf lines (or KONG_* variables) for every plugin in the plugins dir.
     KongConf(KongConfArgs),
+    /// Wait until every plugin socket in the socket dir accepts and answers; exit 1 naming the
+    /// missing ones after --timeout. Run it before Kong starts (systemd, a Kubernetes
+    /// startupProbe, an entrypoint): Kong runs a request without a plugin it cannot reach.
+    WaitReady {
+        #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
+        socket_dir: PathBuf,
+        /// How long to wait: 10s, 500ms, 2m (a bare number is seconds).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The plugins (sockets) to wait for, repeatable or comma-separated like
+        /// pluginserver_names. Default: every socket in the dir and every plugin the host
+        /// answering there serves. Name them: a plugin that failed to load is then reported.
+        #[arg(long = "only", value_name = "NAME", value_delimiter = ',')]
+        only: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -137,6 +154,11 @@ pub fn main() -> ExitCode {
             plugins_dir,
         } => dump(name.as_deref(), &plugins_dir),
         Command::KongConf(args) => kong_conf(args),
+        Command::WaitReady {
+            socket_dir,
+            timeout,
+            only,
+        } => wait_ready::run(&socket_dir, timeout, &only),
     };
     exit_code(result)
 }
@@ -255,6 +277,22 @@ fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
         ));
     }
     Ok(addr)
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 10s, 500ms or 2m");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
