@@ -294,4 +294,20 @@ fn entrypoint_passes_sh_n_and_shellcheck_and_installs_a_working_copy() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
     assert_eq!(json["Plugins"][0]["Name"], "rust-hello");
+
+    // A plugin that does not load fails the install (the pod), naming the file.
+    std::fs::copy(&a.not_a_plugin, home.path().join("plugins/junk.so")).unwrap();
+    let output = Command::new("sh")
+        .arg(&script)
+        .arg("install")
+        .arg(volume.path())
+        .env("KONG_RUST_HOME", home.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("FAIL  plugin file ") && stderr.contains("junk.so"),
+        "{stderr}"
+    );
 }
