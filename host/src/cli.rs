@@ -7,6 +7,8 @@ use crate::{
 };
 use tokio::runtime::Handle;
 
+mod wait_ready;
+
 use clap::{Parser, Subcommand};
 use std::{
     path::{Path, PathBuf},
@@ -71,22 +73,53 @@ enum Command {
         #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
         plugins_dir: PathBuf,
     },
-    /// Print the kong.conf lines for every plugin in the plugins dir.
-    KongConf {
-        #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
-        plugins_dir: PathBuf,
+    /// Print the kong.conf lines (or KONG_* variables) for every plugin in the plugins dir.
+    KongConf(KongConfArgs),
+    /// Wait until every plugin socket in the socket dir accepts and answers; exit 1 naming the
+    /// missing ones after --timeout. Run it before Kong starts (systemd, a Kubernetes
+    /// startupProbe, an entrypoint): Kong runs a request without a plugin it cannot reach.
+    WaitReady {
         #[arg(long, env = "KONG_RUST_SOCKET_DIR")]
         socket_dir: PathBuf,
-        #[arg(long, value_enum, default_value = "3.9")]
-        kong_version: kong_conf::KongVersion,
-        /// Path of this binary as Kong should run it (default: this executable).
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Kong 3.0–3.8 only: one pluginserver_names entry NAME, one process and one socket
-        /// for every plugin (`serve --single-socket`, `dump --all`).
-        #[arg(long, value_name = "NAME")]
-        single_socket: Option<String>,
+        /// How long to wait: 10s, 500ms, 2m (a bare number is seconds).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The plugins (sockets) to wait for, repeatable or comma-separated like
+        /// pluginserver_names. Default: every socket in the dir and every plugin the host
+        /// answering there serves. Name them: a plugin that failed to load is then reported.
+        #[arg(long = "only", value_name = "NAME", value_delimiter = ',')]
+        only: Vec<String>,
     },
+}
+
+#[derive(clap::Args)]
+struct KongConfArgs {
+    #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
+    plugins_dir: PathBuf,
+    /// Where the sockets are: Kong's prefix by default (3.9+ looks for <prefix>/<name>.socket;
+    /// 3.0–3.8 always use /usr/local/kong). Kong's Helm chart's prefix is /kong_prefix.
+    #[arg(long, env = "KONG_RUST_SOCKET_DIR", default_value = kong_conf::DEFAULT_SOCKET_DIR)]
+    socket_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "3.9")]
+    kong_version: kong_conf::KongVersion,
+    /// `conf`: kong.conf lines; `env`: KONG_* variables (Kubernetes, containers, systemd).
+    #[arg(long, value_enum, default_value = "conf")]
+    format: kong_conf::Format,
+    /// Path of this binary as Kong should run it (default: this executable).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// The plugins dir as Kong's commands should name it (default: --plugins-dir), when Kong
+    /// sees it elsewhere (another container, an image being built).
+    #[arg(long, value_name = "DIR")]
+    kong_plugins_dir: Option<PathBuf>,
+    /// Kong 3.9: let Kong start the host (a start_cmd on the first entry). Kong 3.9.0–3.9.3's
+    /// Admin API then fails GET / (Kong #14260): prefer systemd or a sidecar.
+    #[arg(long)]
+    kong_start: bool,
+    /// Kong 3.0–3.8 only: one pluginserver_names entry NAME, one process and one socket
+    /// for every plugin (`serve --single-socket`, `dump --all`).
+    #[arg(long, value_name = "NAME")]
+    single_socket: Option<String>,
 }
 
 /// Runs the `kong-rust-host` command line.
@@ -120,19 +153,12 @@ pub fn main() -> ExitCode {
             all: _,
             plugins_dir,
         } => dump(name.as_deref(), &plugins_dir),
-        Command::KongConf {
-            plugins_dir,
+        Command::KongConf(args) => kong_conf(args),
+        Command::WaitReady {
             socket_dir,
-            kong_version,
-            single_socket,
-            binary,
-        } => kong_conf(
-            &plugins_dir,
-            &socket_dir,
-            kong_version,
-            binary,
-            single_socket.as_deref(),
-        ),
+            timeout,
+            only,
+        } => wait_ready::run(&socket_dir, timeout, &only),
     };
     exit_code(result)
 }
@@ -251,6 +277,22 @@ fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
         ));
     }
     Ok(addr)
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 10s, 500ms or 2m");
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number * 60)),
+        _ => Err(bad()),
+    }
 }
 
 fn parse_mode(text: &str) -> Result<u32, String> {
@@ -573,38 +615,41 @@ fn find_plugin(name: &str, plugins_dir: &Path) -> Result<loader::LoadedPlugin, S
     })
 }
 
-fn kong_conf(
-    plugins_dir: &Path,
-    socket_dir: &Path,
-    version: kong_conf::KongVersion,
-    binary: Option<PathBuf>,
-    single_socket: Option<&str>,
-) -> Result<(), String> {
-    if single_socket.is_some() && version == kong_conf::KongVersion::V3_9 {
+fn kong_conf(args: KongConfArgs) -> Result<(), String> {
+    let version = args.kong_version;
+    if args.single_socket.is_some() && version == kong_conf::KongVersion::V3_9 {
         return Err(
             "--single-socket is for Kong 3.0–3.8: Kong 3.9+ registers only the first plugin of an entry"
                 .into(),
         );
     }
-    let plugins = load_plugins(plugins_dir)?;
-    let binary = match binary {
+    let plugins = load_plugins(&args.plugins_dir)?;
+    let binary = match args.binary {
         Some(binary) => binary,
         None => std::env::current_exe()
             .map_err(|error| format!("cannot locate this executable: {error}"))?,
     };
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
-    print!(
-        "{}",
-        kong_conf::render(
-            version,
-            single_socket,
-            &names,
-            &absolute(&binary),
-            &absolute(plugins_dir),
-            &absolute(socket_dir)
-        )
-    );
+    let plugins_dir = args.kong_plugins_dir.unwrap_or(args.plugins_dir);
+    let text = kong_conf::render(&kong_conf::Request {
+        version,
+        format: args.format,
+        single_socket: args.single_socket.as_deref(),
+        kong_start: args.kong_start,
+        names: &names,
+        binary: &absolute(&binary),
+        plugins_dir: &absolute(&plugins_dir),
+        socket_dir: &absolute(&args.socket_dir),
+    })?;
+    if args.kong_start && version == kong_conf::KongVersion::V3_9 {
+        tracing::warn!(
+            "--kong-start: {}; the ingress controller and anything else reading GET / break. \
+             Run the host under systemd or as a sidecar instead (docs/operators.md, docs/kubernetes.md)",
+            kong_conf::KONG_39_START_BUG
+        );
+    }
+    print!("{text}");
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! A minimal blocking client of the host's own protocol, for the CLI's `status` command.
+//! A minimal blocking client of the host's own protocol, for the CLI's `status`, `doctor` and
+//! `wait-ready` commands.
 
 use crate::frame::Frames;
 use rmpv::Value;
@@ -11,11 +12,22 @@ use std::{
 
 /// Sends `[0, 1, method, [param]]` and returns the result, skipping notifications.
 pub fn call(socket: &Path, method: &str, param: Value) -> Result<Value, String> {
+    call_within(socket, method, param, Duration::from_secs(10))
+}
+
+/// [`call`], giving up when a read or write waits longer than `timeout`.
+pub fn call_within(
+    socket: &Path,
+    method: &str,
+    param: Value,
+    timeout: Duration,
+) -> Result<Value, String> {
     let mut stream =
         UnixStream::connect(socket).map_err(|error| format!("cannot connect: {error}"))?;
-    let timeout = Some(Duration::from_secs(10));
+    let timeout = Some(timeout.max(Duration::from_millis(1)));
     stream
         .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout))
         .map_err(|e| e.to_string())?;
     let mut request = Vec::new();
     let message = Value::Array(vec![
@@ -42,7 +54,12 @@ pub fn call(socket: &Path, method: &str, param: Value) -> Result<Value, String> 
         }
         let read = stream
             .read(&mut chunk)
-            .map_err(|error| format!("cannot read: {error}"))?;
+            .map_err(|error| match error.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    "no answer within the timeout".to_string()
+                }
+                _ => format!("cannot read: {error}"),
+            })?;
         if read == 0 {
             return Err("the host closed the connection".into());
         }

@@ -13,6 +13,13 @@ pub fn check(plugins_dir: &Path, socket_dir: &Path) -> (String, bool) {
         "Kong logs a plugin server's output at INFO and its default log_level is notice: set \
          log_level = info in kong.conf to see this host's lines (load errors, panics, reclaimed events)",
     );
+    report.warn(format!(
+        "Kong fails open: a request whose plugin server Kong cannot reach (not started yet, \
+         restarting, socket missing) is logged and goes on without the plugin, so an auth plugin \
+         lets it through: start this host before Kong and hold Kong back with `kong-rust-host \
+         wait-ready --socket-dir {}`",
+        socket_dir.display()
+    ));
     (report.text, report.failed)
 }
 

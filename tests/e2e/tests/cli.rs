@@ -268,8 +268,11 @@ fn kong_conf_gives_every_plugin_its_own_entry() {
         "pluginserver_rust_hello_query_cmd = /usr/local/bin/kong-rust-host dump rust-hello --plugins-dir {}\n",
         dir.path().display()
     )));
-    // 3.9: one process serves every socket, so exactly one entry starts it.
-    assert_eq!(stdout.matches("_start_cmd = ").count(), 1);
+    // 3.9: started outside Kong by default (Kong 3.9.0-3.9.3's Admin API breaks on a process
+    // it started); with --kong-start one process serves every socket, so one entry starts it.
+    assert_eq!(stdout.matches("_start_cmd = ").count(), 0);
+    let (_, started, _) = run_host(&[&args[..], &["--kong-start"]].concat());
+    assert_eq!(started.matches("_start_cmd = ").count(), 1);
 
     let (_, stdout_34, _) = run_host(&[&args[..], &["--kong-version", "3.4"]].concat());
     // 3.4 marks only Kong-started entries ready: every entry gets the same start command (one
