@@ -1,5 +1,5 @@
-//! The query command's output (spec §4): what Kong reads to learn a plugin's name, priority,
-//! version, phases and schema.
+//! The query command's output (protocol.md §4): what Kong reads to learn a plugin's name,
+//! priority, version, phases and schema.
 
 use crate::loader::LoadedPlugin;
 use serde_json::{json, Value};

@@ -2,8 +2,9 @@
 //!
 //! Kong's workers keep instance ids across a plugin-server restart; if a new process handed out
 //! the same ids, a stale id would silently run another route's config (Kong issue #8370). Instance
-//! ids stay within i32 (spec §9.4) and are reserved in blocks recorded in a state file in the
-//! socket dir before any id of the block is handed out, so even a `kill -9` cannot cause reuse.
+//! ids stay within i32 (protocol.md §9.4) and are reserved in blocks recorded in a state file in
+//! the socket dir before any id of the block is handed out, so even a `kill -9` cannot cause
+//! reuse.
 //! Event ids need no file: they live for one request, so starting each process at the current
 //! time in microseconds keeps them apart (and below 2^53, which Kong's Lua numbers hold exactly).
 

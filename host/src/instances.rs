@@ -233,7 +233,7 @@ impl Instances {
 }
 
 /// Parses Kong's config JSON and drops Kong's bookkeeping keys (`__seq__`, `__plugin_id`,
-/// `__key__`, `__ws_id`, …; spec §7.1, §9), which differ between workers and config
+/// `__key__`, `__ws_id`, …; protocol.md §7.1, §9), which differ between workers and config
 /// generations without changing what the plugin sees. Object keys come out sorted, so equal
 /// configs serialize equally whatever order lua-cjson wrote them in.
 pub fn canonical_config(json: &[u8]) -> Result<serde_json::Value, String> {

@@ -1,4 +1,4 @@
-//! MsgPack-RPC messages as Kong sends and expects them (spec §6, §7).
+//! MsgPack-RPC messages as Kong sends and expects them (protocol.md §6, §7).
 
 use rmp::encode as enc;
 use rmpv::{Integer, Value};
@@ -21,12 +21,12 @@ pub enum Request {
         instance_id: i64,
         event_name: Vec<u8>,
     },
-    /// `plugin.Step` and its typed variants, which are identical on the wire (spec §7.4).
+    /// `plugin.Step` and its typed variants, which are identical on the wire (protocol.md §7.4).
     Step {
         event_id: u64,
         data: Value,
     },
-    /// `plugin.StepError`: Kong's PDK call failed (never sent since Kong 3.0, spec §7.5).
+    /// `plugin.StepError`: Kong's PDK call failed (never sent since Kong 3.0, protocol.md §7.5).
     StepError {
         event_id: u64,
         message: String,
@@ -330,7 +330,7 @@ pub fn step_request(msgid: MsgId, event_id: u64, data: Result<&[u8], &str>) -> V
     out
 }
 
-/// `[2, "serverPid", pid]`: lets Kong notice a restarted server (spec §7.6).
+/// `[2, "serverPid", pid]`: lets Kong notice a restarted server (protocol.md §7.6).
 pub fn server_pid_notification(pid: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(16);
     enc::write_array_len(&mut out, 3).expect("Vec write");

@@ -19,7 +19,7 @@ use abi_stable::{
     RRef, StableAbi,
 };
 
-/// The six phases Kong can run an external plugin in (spec §10.1).
+/// The six phases Kong can run an external plugin in (protocol.md §10.1).
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {

@@ -1,4 +1,4 @@
-//! Turning the config JSON Kong sends into the plugin's config type (spec §7.1): what Kong
+//! Turning the config JSON Kong sends into the plugin's config type (protocol.md §7.1): what Kong
 //! does to a config before storing it (defaults), undoing lua-cjson's quirks, and Kong's
 //! validation of the schema's constraints, so a config Kong would refuse is refused here too.
 

@@ -47,7 +47,7 @@ pub trait Plugin: Send + Sync + Sized + 'static {
         Ok(())
     }
 
-    /// After the response was sent, from a snapshot of the request (spec §10.3).
+    /// After the response was sent, from a snapshot of the request (protocol.md §10.3).
     fn log(&self, _kong: &Kong<'_>) -> Result<()> {
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! Kong schemas derived from Rust types (spec §4.4).
+//! Kong schemas derived from Rust types (protocol.md §4.4).
 //!
 //! `#[derive(Schema)]` on a config struct implements [`Schema`] as a Kong `record` whose fields
 //! come from the struct's fields, each through the [`Schema`] impl of its type; on an enum of
@@ -722,8 +722,8 @@ impl Shape {
 }
 
 /// Checks a whole plugin schema (`{"name": .., "fields": [{"config": {..}}, ..]}`) against
-/// the rules Kong's metaschema applies when it loads an external plugin (spec §4.4), so that a
-/// schema Kong would refuse is refused at load time with a message naming the field:
+/// the rules Kong's metaschema applies when it loads an external plugin (protocol.md §4.4), so
+/// that a schema Kong would refuse is refused at load time with a message naming the field:
 ///
 /// * top level: an object with a string `name` and a `fields` array; besides those only
 ///   `entity_checks` (an array), and `shorthand_fields`/`transformations` only empty (their

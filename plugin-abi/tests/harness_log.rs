@@ -1,5 +1,6 @@
-//! The harness: the log phase works from the snapshot Kong takes after the response (spec
-//! §10.3): the serializer output, the saved status and headers; the live request is gone.
+//! The harness: the log phase works from the snapshot Kong takes after the response
+//! (protocol.md §10.3): the serializer output, the saved status and headers; the live request is
+//! gone.
 
 use kong_rust_pdk::pdk::SerializeMode;
 use kong_rust_pdk::prelude::*;

@@ -1,6 +1,7 @@
 //! The typed PDK against a recording Kong: every method sends exactly the method name and
-//! arguments Kong expects (spec §11), and decodes Kong's answer, quirky shapes included
-//! (spec §6.2: `[]` for an empty map, integers for integral floats, `nil`, non-UTF-8 strings).
+//! arguments Kong expects (protocol.md §11), and decodes Kong's answer, quirky shapes included
+//! (protocol.md §6.2: `[]` for an empty map, integers for integral floats, `nil`, non-UTF-8
+//! strings).
 
 use kong_rust_pdk::pdk::{
     entity::{Consumer, Credential, EntityRef, Fields},

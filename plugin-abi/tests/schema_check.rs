@@ -21,12 +21,12 @@ fn refused(schema: Value) -> String {
 #[test]
 fn accepts_what_kong_accepts() {
     let accepted = [
-        // spec §4.6
+        // protocol.md §4.6
         json!({ "name": "rust-hello", "fields": [{ "config": { "type": "record", "fields": [
             { "message": { "type": "string", "default": "hello" } },
             { "tags": { "type": "array", "elements": { "type": "string" } } },
         ] } }] }),
-        // base-field overrides of spec §4.4, JSON null as Kong's null
+        // base-field overrides of protocol.md §4.4, JSON null as Kong's null
         json!({ "name": "p", "fields": [
             { "consumer": { "type": "foreign", "reference": "consumers", "eq": null } },
             { "protocols": {

@@ -59,7 +59,7 @@ fn string_literal(expr: &Expr) -> syn::Result<String> {
     }
 }
 
-/// Kong accepts at most three numeric components (spec §4.3); insist on exactly `x.y.z`.
+/// Kong accepts at most three numeric components (protocol.md §4.3); insist on exactly `x.y.z`.
 fn is_semver_triple(version: &str) -> bool {
     let parts: Vec<&str> = version.split('.').collect();
     parts.len() == 3

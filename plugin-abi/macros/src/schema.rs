@@ -6,7 +6,7 @@ use syn::{
     Token, Type, UnOp,
 };
 
-/// Kong rejects descriptions outside 10–500 bytes (Lua's `#`, spec §4.4).
+/// Kong rejects descriptions outside 10–500 bytes (Lua's `#`, protocol.md §4.4).
 const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
 
 const ATTRIBUTES: &str = "default, description, required, one_of, between, gt, len_min, \

@@ -93,7 +93,7 @@ impl<'a> Bridge<'a> {
 
     /// A `get_body(mimetype, …)` call (`method`) on a message whose headers `get_header` reads.
     /// Kong's default `mimetype` is the message's `Content-Type`: when `later` arguments follow,
-    /// it is read here, since a nil would lose them (spec §6.3); without one Kong could not
+    /// it is read here, since a nil would lose them (protocol.md §6.3); without one Kong could not
     /// decode the body, hence `None`.
     pub(crate) fn body<T: DeserializeOwned>(
         &self,

@@ -1,6 +1,6 @@
 //! A serde `Deserializer` over the values Kong sends, absorbing lua-MessagePack's encoding
-//! (spec §6.2): an empty map arrives as an empty array, an integral float as an integer (and the
-//! other way round), a string may not be UTF-8, an `ext` value is Lua's `nil`.
+//! (protocol.md §6.2): an empty map arrives as an empty array, an integral float as an integer
+//! (and the other way round), a string may not be UTF-8, an `ext` value is Lua's `nil`.
 
 use rmpv::Value;
 use serde::de::{

@@ -117,7 +117,7 @@ impl<'a> Response<'a> {
         body: impl AsRef<[u8]>,
         headers: Option<&Headers>,
     ) -> Result<()> {
-        // Never leave a nil hole in Args (spec §6.3): the body is always sent, even empty.
+        // Never leave a nil hole in Args (protocol.md §6.3): the body is always sent, even empty.
         self.exit_with(status, value::bytes_value(body.as_ref()), headers)
     }
 

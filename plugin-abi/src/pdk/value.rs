@@ -1,4 +1,5 @@
-//! Decoding Kong's answers into Rust types, tolerant of lua-MessagePack's encoding (spec §6.2).
+//! Decoding Kong's answers into Rust types, tolerant of lua-MessagePack's encoding
+//! (protocol.md §6.2).
 
 pub use super::de::decode;
 use rmpv::Value;
@@ -118,7 +119,7 @@ pub(crate) fn bytes(value: Value) -> Result<Vec<u8>, String> {
 
 /// Positional arguments ending in optional ones. Absent ones at the end are left out; an absent
 /// one followed by a present one is sent as Kong's `default` for it, since Kong would drop
-/// every argument after a `nil` in `Args` (spec §6.3).
+/// every argument after a `nil` in `Args` (protocol.md §6.3).
 pub(crate) fn with_optional(
     mut args: Vec<Value>,
     optional: Vec<(Option<Value>, Value)>,

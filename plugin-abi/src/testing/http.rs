@@ -70,7 +70,7 @@ pub(crate) fn first_lines(headers: &Headers, max: usize) -> Headers {
     kept
 }
 
-/// A multi-map result after Kong's fix-up (§11.1): a map of arrays, an empty one a map.
+/// A multi-map result after Kong's fix-up (protocol.md §11.1): a map of arrays, an empty one a map.
 pub(crate) fn multi_map(headers: &Headers) -> Value {
     Value::Map(
         headers

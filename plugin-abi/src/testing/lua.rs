@@ -1,5 +1,6 @@
 //! Values as Kong's Lua side sees them: what a MessagePack value becomes in Lua and how Kong
-//! packs Lua values back (spec §6.2, §6.3), cjson's view of Lua tables, and Lua's `tostring`.
+//! packs Lua values back (protocol.md §6.2, §6.3), cjson's view of Lua tables, and Lua's
+//! `tostring`.
 
 use rmpv::Value;
 use serde_json::Value as Json;

@@ -103,7 +103,7 @@ impl<P: Exported> PluginTest<P> {
     }
 }
 
-/// The config with the keys Kong adds to every plugin config (spec §7.1).
+/// The config with the keys Kong adds to every plugin config (protocol.md §7.1).
 fn with_bookkeeping(config_json: &str, name: &str) -> String {
     let Ok(Json::Object(mut config)) = serde_json::from_str::<Json>(config_json) else {
         return config_json.to_string();

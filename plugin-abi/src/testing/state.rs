@@ -472,7 +472,7 @@ impl State {
         }
     }
 
-    /// The log phase's snapshot (spec §10.3): what `kong.log.serialize()` will return.
+    /// The log phase's snapshot (protocol.md §10.3): what `kong.log.serialize()` will return.
     pub(crate) fn snapshot(&mut self) {
         self.serialized = Some(super::serialize::serialize(self).map(|json| json.to_string()));
     }

@@ -1,5 +1,5 @@
 //! `rust-request-logger`: one line per request in Kong's error log, from the log phase. The
-//! log phase runs after the response is sent, on a snapshot of the request (spec §10.3), so
+//! log phase runs after the response is sent, on a snapshot of the request (protocol.md §10.3), so
 //! everything comes from `kong.log.serialize()`: the chosen fields, by dotted path, as one JSON
 //! object.
 

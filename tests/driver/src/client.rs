@@ -1,4 +1,4 @@
-//! Kong's RPC client: one per emulated nginx worker (spec §5, §6.1, §7).
+//! Kong's RPC client: one per emulated nginx worker (protocol.md §5, §6.1, §7).
 //!
 //! Every call takes an idle connection from a keepalive pool (or connects a new
 //! one), writes one request, reads until the matching response, and puts the
@@ -542,7 +542,7 @@ mod tests {
             let (msgid, raw) = read_request(&mut s).await.unwrap();
             assert_eq!(msgid, 1);
             let mut out = hex(r#"93 02 a9 "serverPid" cd 30 39"#);
-            // §15.1's StartInstance reply plus a multi-MB field.
+            // protocol.md §15.1's StartInstance reply plus a multi-MB field.
             let mut result =
                 hex(r#"84 a2 "Id" 07 a4 "Name" aa "rust-hello" a9 "StartTime" ce 66 66 99 80"#);
             result.extend(hex(r#"a6 "Config""#));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a call (or a raw read) failed. Variants mirror the distinct outcomes Kong
-/// itself distinguishes (spec §6.3, §12) so tests can assert on them.
+/// itself distinguishes (protocol.md §6.3, §12) so tests can assert on them.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The socket could not be connected (Kong logs `trying to connect: <err>`).
@@ -45,7 +45,7 @@ impl Error {
         }
     }
 
-    /// Whether Kong would treat this as a lost instance and restart it (§9.4):
+    /// Whether Kong would treat this as a lost instance and restart it (protocol.md §9.4):
     /// a server error containing "no plugin instance", case-insensitively.
     pub fn is_no_plugin_instance(&self) -> bool {
         self.server_message()

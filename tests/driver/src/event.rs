@@ -1,4 +1,4 @@
-//! The event ("bridge") loop Kong runs for one phase of one plugin (spec §8, §11.1).
+//! The event ("bridge") loop Kong runs for one phase of one plugin (protocol.md §8, §11.1).
 
 use rmpv::Value;
 
@@ -101,7 +101,7 @@ impl EventOutcome {
     }
 }
 
-/// The step method Kong uses to return the result of `pdk_method` (§7.4).
+/// The step method Kong uses to return the result of `pdk_method` (protocol.md §7.4).
 pub fn step_method_for(pdk_method: &str) -> &'static str {
     match pdk_method {
         "kong.client.get_credential" | "kong.client.authenticate" => "plugin.StepCredential",
@@ -129,7 +129,7 @@ fn is_multimap_method(m: &str) -> bool {
     )
 }
 
-/// Kong's post-processing of a PDK result (§11.1 step 4). `Err` is the Lua error
+/// Kong's post-processing of a PDK result (protocol.md §11.1 step 4). `Err` is the Lua error
 /// Kong would raise.
 pub fn kong_fixup(
     pdk_method: &str,
@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(step_method_for("kong.nope"), "plugin.Step");
     }
 
-    /// §15.2 steps 1, 3, 5 and §15.3's step frames, byte for byte.
+    /// protocol.md §15.2 steps 1, 3, 5 and §15.3's step frames, byte for byte.
     #[test]
     fn spec_request_bytes() {
         assert_eq!(
@@ -298,7 +298,7 @@ mod tests {
         assert!(kong_fixup("kong.request.get_raw_body", None).is_err());
     }
 
-    /// A fake server answering with §15's server bytes; afterwards we check it
+    /// A fake server answering with protocol.md §15's server bytes; afterwards we check it
     /// received exactly §15.1/§15.2's Kong bytes.
     #[tokio::test]
     async fn runs_spec_event_against_fake_server() {
@@ -397,7 +397,7 @@ mod tests {
 
     const SPEC_CONFIG: &str = r#"{"message":"hi","__key__":"plugins:rust-hello:::::0dc6f45b-8f8d-40d2-a504-473544ee190b","__plugin_id":"4a2a7b3c-9d5e-4f61-8a7b-1c2d3e4f5a6b","__ws_id":"0dc6f45b-8f8d-40d2-a504-473544ee190b","__seq__":7}"#;
 
-    /// §15.1's hex dump, verbatim.
+    /// The bytes of protocol.md §15.1, as a hex dump.
     const SPEC_START_INSTANCE_DUMP: &str = "
         94 00 01 b4 70 6c 75 67 69 6e 2e 53 74 61 72 74
         49 6e 73 74 61 6e 63 65 91 82 a4 4e 61 6d 65 aa

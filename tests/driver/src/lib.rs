@@ -1,6 +1,6 @@
 //! Plays Kong Gateway's side of the external plugin protocol "MsgPack:1", byte
 //! for byte, so end-to-end tests and the load generator exercise a plugin server
-//! exactly as Kong would (see `KONG_PLUGIN_PROTOCOL.md` §5–§8, §11, §15).
+//! exactly as Kong would (see `docs/protocol.md` §5–§8, §11, §15).
 //!
 //! * [`LuaValue`] packs values like lua-MessagePack 0.5.x does inside Kong.
 //! * [`KongClient`] is one nginx worker's RPC client: msgid counter, keepalive

@@ -1,4 +1,4 @@
-//! An in-memory HTTP request answering PDK calls the way Kong's PDK does (§11).
+//! An in-memory HTTP request answering PDK calls the way Kong's PDK does (protocol.md §11).
 
 use rmpv::Value;
 
@@ -317,7 +317,7 @@ impl PdkResponder for SimRequest {
             "kong.response.get_status" => Some(LuaValue::int(self.status)),
             "kong.service.response.get_status" => Some(LuaValue::int(self.service_response.0)),
             "kong.service.response.get_raw_body" => Some(LuaValue::bin(&self.service_response.1)),
-            // The part of Kong's log serializer the tests read (spec §10.3).
+            // The part of Kong's log serializer the tests read (protocol.md §10.3).
             "kong.log.serialize" => Some(LuaValue::map([
                 (
                     "request",

@@ -10,7 +10,7 @@ use tokio::net::UnixListener;
 
 use crate::wire::FrameDecoder;
 
-/// Parses the spec's notation: hex bytes separated by whitespace, and
+/// Parses the byte notation of docs/protocol.md §15: hex bytes separated by whitespace, and
 /// `"quoted text"` standing for its ASCII bytes.
 pub fn hex(s: &str) -> Vec<u8> {
     let mut out = Vec::new();

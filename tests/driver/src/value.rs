@@ -1,6 +1,6 @@
 //! Lua values and their MessagePack encoding exactly as Kong produces it.
 //!
-//! Kong packs everything it sends with lua-MessagePack 0.5.x (spec §6.2). The
+//! Kong packs everything it sends with lua-MessagePack 0.5.x (protocol.md §6.2). The
 //! encoding is not "canonical msgpack": numbers are Lua doubles that become the
 //! smallest integer form when integral, strings always use the `str` family in
 //! "compat" mode (never `str8`), and an empty Lua table is an empty *array*.
@@ -25,14 +25,14 @@ pub enum LuaValue {
     Num(f64),
     /// A Lua string: arbitrary bytes, packed with the `str` family.
     Str(Vec<u8>),
-    /// Only for the raw-body fix-up of §11.1, where Kong deliberately packs `bin`.
+    /// Only for the raw-body fix-up of protocol.md §11.1, where Kong deliberately packs `bin`.
     Bin(Vec<u8>),
     /// A Lua sequence (keys exactly 1..n). An empty table is also packed as `[]`.
     Array(Vec<LuaValue>),
     /// Any other table. With zero entries it still packs as `[]` (0x90), because an
     /// empty Lua table is a sequence; use [`LuaValue::EmptyMap`] for Kong's 0x80.
     Map(Vec<(LuaValue, LuaValue)>),
-    /// Kong's explicit empty map (0x80), sent only by the multi-map fix-up (§11.1).
+    /// Kong's explicit empty map (0x80), sent only by the multi-map fix-up (protocol.md §11.1).
     EmptyMap,
 }
 
@@ -80,7 +80,7 @@ impl LuaValue {
         )
     }
 
-    /// A multi-map as produced by Kong's fix-up (§11.1): every value an array of
+    /// A multi-map as produced by Kong's fix-up (protocol.md §11.1): every value an array of
     /// strings, and an empty result packed as an empty *map* (0x80).
     pub fn multimap<K, V>(entries: impl IntoIterator<Item = (K, Vec<V>)>) -> Self
     where

@@ -1,5 +1,5 @@
 //! MsgPack:1 framing: building requests as Kong does and cutting the server's
-//! unframed byte stream into complete MessagePack values (spec §6).
+//! unframed byte stream into complete MessagePack values (protocol.md §6).
 
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ pub fn encode_request(msgid: u64, method: &str, param: &LuaValue) -> Vec<u8> {
     msg.to_bytes()
 }
 
-/// One message the server may send (spec §6.1).
+/// One message the server may send (protocol.md §6.1).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServerMessage {
     /// `[1, msgid, error, result]`.

@@ -13,7 +13,7 @@ const PHASES: [&str; 6] = [
     "log",
 ];
 
-/// Checks a plugin object against what Kong 3.4 and 3.9 enforce (spec §4.3, §4.4).
+/// Checks a plugin object against what Kong 3.4 and 3.9 enforce (protocol.md §4.3, §4.4).
 fn assert_kong_accepts_plugin(plugin: &Value) {
     let name = plugin["Name"].as_str().expect("Name is a string");
     assert!(!name.is_empty());

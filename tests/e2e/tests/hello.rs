@@ -65,7 +65,7 @@ async fn access_sends_greeting_and_host_upstream_and_lets_the_request_through() 
         Some("example.com")
     );
     assert!(request.exit().is_none());
-    // The host announces its pid on every connection (spec §7.6).
+    // The host announces its pid on every connection (protocol.md §7.6).
     assert_eq!(kong.server_pid(), Some(host.pid() as i64));
 }
 

@@ -1,4 +1,4 @@
-//! Every PDK function of spec §11: its name, the phases Kong allows it in, what it does.
+//! Every PDK function of protocol.md §11: its name, the phases Kong allows it in, what it does.
 
 use super::{client, request, response, service, support, Answer, Args};
 use crate::{abi::Phase, testing::outcome::LogLevel, testing::state::State};
@@ -18,7 +18,7 @@ const P: u8 = bit(Phase::Response);
 const S: u8 = bit(Phase::Preread);
 const L: u8 = bit(Phase::Log);
 
-/// `phases!(R A P)`: the phases named by their letter in spec §11.
+/// `phases!(R A P)`: the phases named by their letter in protocol.md §11.
 macro_rules! phases {
     ($($phase:ident)*) => {
         Phases(0 $(| $phase)*)
@@ -41,7 +41,7 @@ impl Phases {
         let why = match phase {
             Phase::Log => {
                 "; the log phase runs in a timer after the response was sent, with only a \
-                 snapshot of the request (spec §10.3): read request data from \
+                 snapshot of the request (docs/protocol.md §10.3): read request data from \
                  kong.log.serialize() instead"
             }
             _ => "",
@@ -107,7 +107,7 @@ fn needs_cdata(_: &mut State, _: &Args) -> Answer {
 
 #[rustfmt::skip]
 static CATALOGUE: &[Function] = &[
-    // kong.client (§11.2)
+    // kong.client (protocol.md §11.2)
     f("kong.client.get_ip", phases!(C R A P), client::get_ip),
     f("kong.client.get_forwarded_ip", phases!(C R A P), client::get_forwarded_ip),
     f("kong.client.get_port", phases!(C R A P), client::get_port),
@@ -121,7 +121,8 @@ static CATALOGUE: &[Function] = &[
     f("kong.client.tls.disable_session_reuse", phases!(C), support::done),
     f("kong.client.tls.get_full_client_certificate_chain", phases!(R A), client::certificate_chain),
     f("kong.client.tls.set_client_verify", phases!(R A), client::set_client_verify),
-    // kong.ctx, kong.nginx, kong.log, kong.ip, kong.node, kong.plugin, kong.cluster (§11.3)
+    // kong.ctx, kong.nginx, kong.log, kong.ip, kong.node, kong.plugin, kong.cluster
+    // (protocol.md §11.3)
     f("kong.ctx.shared.get", phases!(R A P S L), support::shared_get),
     f("kong.ctx.shared.set", phases!(R A P S L), support::shared_set),
     f("kong.nginx.get_var", phases!(R A P S), support::get_var),
@@ -148,7 +149,7 @@ static CATALOGUE: &[Function] = &[
     f("kong.node.get_memory_stats", ALL, support::memory_stats),
     f("kong.plugin.get_id", phases!(R A P L), support::plugin_id),
     f("kong.cluster.get_id", ALL, support::cluster_id),
-    // kong.request (§11.4)
+    // kong.request (protocol.md §11.4)
     f("kong.request.get_scheme", phases!(R A P), request::get_scheme),
     f("kong.request.get_host", phases!(R A P), request::get_host),
     f("kong.request.get_port", phases!(C R A P), request::get_port),
@@ -171,7 +172,7 @@ static CATALOGUE: &[Function] = &[
     f("kong.request.get_body", phases!(R A P), request::get_body),
     f("kong.request.get_start_time", phases!(R A P), request::get_start_time),
     f("kong.request.get_uri_captures", phases!(R A P L), request::get_uri_captures),
-    // kong.response (§11.5)
+    // kong.response (protocol.md §11.5)
     f("kong.response.get_status", phases!(P L), response::get_status),
     f("kong.response.get_header", phases!(P L), response::get_header),
     f("kong.response.get_headers", phases!(P L), response::get_headers),
@@ -185,7 +186,7 @@ static CATALOGUE: &[Function] = &[
     f("kong.response.error", phases!(R A P), response::error),
     unusable("kong.response.get_raw_body", body_filter_only),
     unusable("kong.response.set_raw_body", body_filter_only),
-    // kong.router, kong.service (§11.6)
+    // kong.router, kong.service (protocol.md §11.6)
     f("kong.router.get_route", phases!(A P L), service::get_route),
     f("kong.router.get_service", phases!(A P L), service::get_service),
     f("kong.service.set_upstream", phases!(A), service::set_upstream),
@@ -216,7 +217,7 @@ static CATALOGUE: &[Function] = &[
     f("kong.service.response.get_headers", phases!(P), service::response_headers),
     f("kong.service.response.get_raw_body", phases!(P), service::response_raw_body),
     f("kong.service.response.get_body", phases!(P), service::response_body),
-    // kong.vault, kong.telemetry (§11.7)
+    // kong.vault, kong.telemetry (protocol.md §11.7)
     f("kong.vault.get", ALL, support::vault_get),
     f("kong.vault.is_reference", ALL, support::vault_is_reference),
     f("kong.vault.parse_reference", ALL, support::vault_parse_reference),

@@ -1,5 +1,5 @@
-//! The in-memory Kong: runs every PDK function of the catalogue (spec §11) against the request
-//! [`State`], with Kong's phase rules, its argument checks and its result encoding.
+//! The in-memory Kong: runs every PDK function of the catalogue (protocol.md §11) against the
+//! request [`State`], with Kong's phase rules, its argument checks and its result encoding.
 
 mod catalogue;
 
@@ -81,8 +81,8 @@ fn dispatch(state: &mut State, method: &str, args: &[Value]) -> Result<Value> {
         return Err(Error::new(
             ErrorKind::InvalidCall,
             format!(
-                "{method}: not a PDK function of Kong's catalogue (spec §11); Kong would log \
-                 `could not find pdk method: {method}` and answer nothing"
+                "{method}: not a PDK function of Kong's catalogue (docs/protocol.md §11); Kong \
+                 would log `could not find pdk method: {method}` and answer nothing"
             ),
         ));
     };

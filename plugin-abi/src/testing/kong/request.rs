@@ -38,7 +38,7 @@ pub(super) fn get_forwarded_port(s: &mut State, _: &Args) -> Answer {
     Ok(Value::from(s.forwarded_port()))
 }
 
-/// `1.1` as a float, `1` and `2` as integers (spec §11.4).
+/// `1.1` as a float, `1` and `2` as integers (protocol.md §11.4).
 pub(super) fn get_http_version(s: &mut State, _: &Args) -> Answer {
     Ok(lua::number(s.req.http_version))
 }
@@ -86,7 +86,7 @@ pub(super) fn get_headers(s: &mut State, a: &Args) -> Answer {
     headers_of(a, &s.headers)
 }
 
-/// The body as `bin` (empty `bin` for none), per the raw-body fix-up of §11.1.
+/// The body as `bin` (empty `bin` for none), per the raw-body fix-up of protocol.md §11.1.
 pub(super) fn get_raw_body(s: &mut State, _: &Args) -> Answer {
     Ok(Value::Binary(s.body.clone()))
 }
