@@ -1,4 +1,4 @@
-//! Answers one Kong request: the RPC methods of spec §7.
+//! Answers one Kong request: the RPC methods of protocol.md §7.
 
 use crate::{
     connection::Conn,
@@ -190,7 +190,7 @@ impl Dispatcher {
 
     /// Takes over the instance ids of the host this one replaced, so Kong's workers keep
     /// using them; an id whose plugin or config no longer loads is left for Kong to restart
-    /// ("no plugin instance", spec §9.4).
+    /// ("no plugin instance", protocol.md §9.4).
     pub fn adopt(&self, adopted: Vec<Adopted>) {
         let count = adopted.len();
         let mut kept = 0;
@@ -480,7 +480,7 @@ impl Dispatcher {
         metrics::prometheus(plugins, self.events.in_flight())
     }
 
-    /// `plugin.GetStatus`: the reference servers' shape (spec §14) plus sharing counters.
+    /// `plugin.GetStatus`: the reference servers' shape (protocol.md §14) plus sharing counters.
     fn status(&self) -> Value {
         let ids = self.instances.ids();
         let live = self.instances.live_counts();
@@ -555,16 +555,16 @@ enum Prepared {
     Answered(Vec<u8>),
 }
 
-/// Kong treats this substring as "restart the instance and replay the phase" (spec §9.4): use it
-/// for unknown instance ids only.
+/// Kong treats this substring as "restart the instance and replay the phase" (protocol.md §9.4):
+/// use it for unknown instance ids only.
 fn no_instance(id: i64) -> String {
     format!("no plugin instance {id}")
 }
 
 /// The `kong.response.exit(status, {message = ...})` args that end a failed request, where the
 /// phase can still answer the client. A failed handler ends its request this way (fail closed):
-/// Kong itself would fail open on an error reply (spec §12), letting a request through that an
-/// authentication plugin meant to stop.
+/// Kong itself would fail open on an error reply (protocol.md §12), letting a request through that
+/// an authentication plugin meant to stop.
 fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
     match phase {
         Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread => {

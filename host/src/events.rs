@@ -9,8 +9,8 @@
 //! its Step to be delivered ([`Events::resume`]) by whichever thread reads it, with the
 //! connection it came in on. Events live in one table keyed by event id for those deliveries.
 //!
-//! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a
-//! PDK call raises inside Kong (spec §8). Terminal calls end the event at once; anything else
+//! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a PDK
+//! call raises inside Kong (protocol.md §8). Terminal calls end the event at once; anything else
 //! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
 //! "event ended" error so its thread is freed.
 

@@ -1,6 +1,6 @@
 //! Restart without dropped calls (`serve --upgrade`), the way Pingora upgrades: the new process
-//! takes the running one's listening sockets, so Kong never meets a refused connection, then
-//! its open Kong connections one by one, so Kong never meets a closed one (spec §5: a pooled
+//! takes the running one's listening sockets, so Kong never meets a refused connection, then its
+//! open Kong connections one by one, so Kong never meets a closed one (protocol.md §5: a pooled
 //! connection closed under Kong fails its next call, with no retry).
 //!
 //! On the serving process's control socket (`<socket-dir>/.<server>.upgrade`, owner only):

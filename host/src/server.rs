@@ -296,7 +296,7 @@ impl Server {
 
     /// Runs a connection handed over by a predecessor, with the bytes it read of it. A
     /// handed-over connection sits in Kong's pool between calls: no serverPid notification,
-    /// which would be read as the reply to its next call (spec §6.1).
+    /// which would be read as the reply to its next call (protocol.md §6.1).
     pub fn adopt_connection(self: &Arc<Self>, fd: OwnedFd, name: &str, buffered: Vec<u8>) {
         let Some(slot) = self.open.take(self.limits.max_connections) else {
             return;
@@ -484,7 +484,7 @@ impl Home for Server {
     }
 }
 
-/// Reclaims events Kong abandoned (spec §8).
+/// Reclaims events Kong abandoned (protocol.md §8).
 async fn reap(dispatcher: Arc<Dispatcher>) {
     let period = (dispatcher.events.idle_timeout / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));

@@ -1,10 +1,10 @@
 //! `kong-rust-host wait-ready`: holds Kong back until the host answers on every plugin socket.
 //!
-//! Kong fails open: a request whose plugin server cannot be reached is logged and runs on
-//! without the plugin (spec §12; on 3.1–3.4 also until Kong's readiness probe connects). So
-//! whatever starts Kong (systemd `ExecStartPre=`, a Kubernetes sidecar's startupProbe, an
-//! entrypoint) waits for this first. A socket counts only when the host behind it answers
-//! `plugin.GetStatus`: a file left by a dead host, or a listener that never answers, does not.
+//! Kong fails open: a request whose plugin server cannot be reached is logged and runs on without
+//! the plugin (protocol.md §12; on 3.1–3.4 also until Kong's readiness probe connects). So whatever
+//! starts Kong (systemd `ExecStartPre=`, a Kubernetes sidecar's startupProbe, an entrypoint) waits
+//! for this first. A socket counts only when the host behind it answers `plugin.GetStatus`: a file
+//! left by a dead host, or a listener that never answers, does not.
 
 use crate::client;
 use std::{
