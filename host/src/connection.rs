@@ -32,7 +32,7 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// Where a connection goes when the thread holding it lets it go: the server it came in on.
@@ -84,10 +84,9 @@ pub enum Read {
 const SEND_TIMEOUT_MS: u16 = 60_000;
 
 impl Connection {
-    /// The next message, waiting at most `timeout` for it and, with a `waker`, only until that
-    /// is woken.
+    /// The next message, waiting for it until `timeout` passes without a byte arriving and,
+    /// with a `waker`, only until that is woken.
     pub fn read(&mut self, waker: Option<&Waker>, timeout: Duration) -> Read {
-        let deadline = Instant::now() + timeout;
         loop {
             match self.frames.next_message() {
                 Ok(Some(message)) => return Read::Message(message),
@@ -97,8 +96,7 @@ impl Connection {
                     return Read::Closed;
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match wait(&self.stream, waker, left) {
+            match wait(&self.stream, waker, timeout) {
                 Ready::Connection => {}
                 Ready::Waker => return Read::Woken,
                 Ready::Timeout => return Read::Idle,

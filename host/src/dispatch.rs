@@ -69,7 +69,7 @@ pub struct Dispatcher {
 }
 
 impl Answer for Served {
-    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield) -> Vec<u8> {
+    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield<'_>) -> Vec<u8> {
         let plugin = &self.plugin.name;
         let Some(events) = self.events.upgrade() else {
             return rpc::error_reply(msgid, "kong-rust-host is shutting down");
@@ -89,14 +89,7 @@ impl Answer for Served {
                 } else {
                     events.waiting_for_kong(event);
                 }
-                return rpc::step_reply(
-                    msgid,
-                    event.id,
-                    StepData::Call {
-                        method: &method,
-                        args: &args,
-                    },
-                );
+                return rpc::step_reply(msgid, event.id, StepData::Call { method, args });
             }
             Yield::Done(Ok(())) => {
                 events.finish(event.id);

@@ -27,6 +27,7 @@ use abi_stable::{
     std_types::{RResult, RSlice, RStr, RVec},
 };
 use kong_rust_pdk::abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
+use nix::time::{clock_gettime, ClockId};
 use rmpv::Value;
 use std::{
     cell::RefCell,
@@ -40,10 +41,10 @@ use std::{
 
 /// What answers Kong's pending request for an event: the handler's next PDK call, its end, or
 /// the reaper giving up on it.
-pub enum Yield {
+pub enum Yield<'a> {
     Call {
-        method: String,
-        args: Vec<u8>,
+        method: &'a str,
+        args: &'a [u8],
         terminal: bool,
     },
     Done(Result<(), PhaseError>),
@@ -54,7 +55,7 @@ pub enum Yield {
 /// Turns a [`Yield`] into the reply bytes, ending the event when it is over (the dispatcher's
 /// policy: statistics, fail-closed exits).
 pub trait Answer: Send + Sync {
-    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield) -> Vec<u8>;
+    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield<'_>) -> Vec<u8>;
 }
 
 /// The Kong request (HandleEvent or Step) an event's next yield answers, and the connection
@@ -163,7 +164,7 @@ pub struct NotPending;
 impl Event {
     /// Answers the pending request with `yielded`, on the connection it came in on, and returns
     /// that connection (`None` once Kong closed it).
-    pub fn reply(&self, yielded: Yield) -> Result<Option<Conn>, NotPending> {
+    pub fn reply(&self, yielded: Yield<'_>) -> Result<Option<Conn>, NotPending> {
         let Some(Pending { msgid, mut conn }) = self.set_pending(None) else {
             return Err(NotPending);
         };
@@ -193,7 +194,8 @@ impl Event {
 
 pub struct Events {
     table: ShardedMap<Arc<Event>>,
-    epoch: Instant,
+    /// When the table was made, on the [`coarse_ms`] clock.
+    epoch_ms: u64,
     /// How long Kong may stay silent (and a handler may run between PDK calls) before the event
     /// is considered abandoned.
     pub idle_timeout: Duration,
@@ -211,13 +213,13 @@ impl Events {
     pub fn new(idle_timeout: Duration) -> Self {
         Events {
             table: ShardedMap::new(),
-            epoch: Instant::now(),
+            epoch_ms: coarse_ms(),
             idle_timeout,
         }
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        coarse_ms().saturating_sub(self.epoch_ms)
     }
 
     /// Registers event `id`, whose first yield answers `pending` (the HandleEvent), and runs its
@@ -392,8 +394,8 @@ impl Bridge<'_> {
         }
         let terminal = matches!(method, "kong.response.exit" | "kong.response.error");
         let call = Yield::Call {
-            method: method.to_string(),
-            args: args.to_vec(),
+            method,
+            args,
             terminal,
         };
         let reclaimed = || format!("{method}: the event was reclaimed (Kong stopped answering)");
@@ -423,49 +425,46 @@ impl Bridge<'_> {
     fn next_step(&self, mut conn: Option<Conn>) -> Result<Resume, Wait> {
         let mailbox = &self.event.mailbox;
         let waker = mailbox.handler.get().expect("set before the handler runs");
-        let deadline = Instant::now() + self.events.idle_timeout;
+        // Kong's silence is the reaper's to judge (it closes the mailbox); this wait gives up
+        // on its own only if a whole idle timeout passes without any wake-up.
+        let timeout = self.events.idle_timeout;
         loop {
-            match mailbox.take() {
-                Ok(Some(resume)) => {
-                    // It came in on another connection, which this thread now answers on.
-                    if let Some(conn) = conn {
-                        conn.park();
+            let next = match mailbox.take() {
+                Ok(Some(resume)) => Ok(resume),
+                Ok(None) => match conn.take() {
+                    None if waker.wait(timeout) => {
+                        waker.clear();
+                        continue;
                     }
-                    return Ok(resume);
-                }
-                Ok(None) => {}
-                Err(Closed) => {
-                    if let Some(conn) = conn {
-                        conn.park();
-                    }
-                    return Err(Wait::Closed);
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                if let Some(conn) = conn {
-                    conn.park();
-                }
-                return Err(Wait::Timeout);
-            }
-            let Some(mut held) = conn.take() else {
-                if waker.wait(left) {
-                    waker.clear();
-                }
-                continue;
-            };
-            match held.read(Some(waker), left) {
-                Read::Message(message) => match self.own_step(held, message) {
-                    Ok(resume) => return Ok(resume),
-                    Err(kept) => conn = kept,
+                    None => Err(Wait::Timeout),
+                    Some(mut held) => match held.read(Some(waker), timeout) {
+                        Read::Message(message) => match self.own_step(held, message) {
+                            Ok(resume) => return Ok(resume),
+                            Err(kept) => {
+                                conn = kept;
+                                continue;
+                            }
+                        },
+                        Read::Woken => {
+                            waker.clear();
+                            conn = Some(held);
+                            continue;
+                        }
+                        Read::Idle => {
+                            conn = Some(held);
+                            Err(Wait::Timeout)
+                        }
+                        Read::Closed => continue,
+                    },
                 },
-                Read::Woken => {
-                    waker.clear();
-                    conn = Some(held);
-                }
-                Read::Idle => conn = Some(held),
-                Read::Closed => {}
+                Err(Closed) => Err(Wait::Closed),
+            };
+            // The Step came in on another connection (which this thread now answers on), or
+            // the wait is over: the connection held so far is idle.
+            if let Some(conn) = conn {
+                conn.park();
             }
+            return next;
         }
     }
 
@@ -518,6 +517,13 @@ impl Host for Bridge<'_> {
         .map(RVec::from)
         .into()
     }
+}
+
+/// Milliseconds on the kernel's coarse monotonic clock: a few ms of resolution is plenty for
+/// deadlines of seconds, and reading it costs no timer access on the per-call path.
+fn coarse_ms() -> u64 {
+    let now = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE).expect("a monotonic clock");
+    now.tv_sec() as u64 * 1000 + now.tv_nsec() as u64 / 1_000_000
 }
 
 fn error(kind: HostErrorKind, message: String) -> HostError {

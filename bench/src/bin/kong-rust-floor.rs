@@ -1,11 +1,16 @@
 //! `kong-rust-floor`: the physical reference for the benchmark. It speaks the plugin protocol
 //! on one socket with canned replies and runs no plugin: `StartInstance` returns the config's
 //! `calls` as the instance id, `HandleEvent` and every Step answer `get_header("host")` until
-//! that many calls were made, then `"ret"`. The remaining count travels in the event id Kong
-//! echoes, so the floor keeps no state at all: what is left is framing, decoding, one write
-//! per reply and the socket round trips: the cost any plugin server must pay on this machine.
+//! that many calls were made, then `"ret"`. Its only state is the calls left per event id (Kong
+//! keeps the id HandleEvent's reply gave for every Step of the event, so the count cannot
+//! travel in it): what is left is framing, decoding, one write per reply and the socket round
+//! trips, the cost any plugin server must pay on this machine.
 
-use std::path::PathBuf;
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
 
 use clap::Parser;
 use rmpv::ValueRef;
@@ -29,15 +34,16 @@ fn main() -> std::io::Result<()> {
         .build()?;
     runtime.block_on(async {
         let listener = UnixListener::bind(&cli.socket)?;
+        let events = Arc::new(Mutex::new(Events::default()));
         loop {
             let (stream, _) = listener.accept().await?;
-            tokio::spawn(serve(stream));
+            tokio::spawn(serve(stream, Arc::clone(&events)));
         }
     })
 }
 
 /// Answers each complete request as it arrives; a malformed one closes the connection.
-async fn serve(mut stream: UnixStream) {
+async fn serve(mut stream: UnixStream, events: Arc<Mutex<Events>>) {
     let mut input = Vec::with_capacity(4096);
     let mut output = Vec::with_capacity(256);
     loop {
@@ -47,7 +53,11 @@ async fn serve(mut stream: UnixStream) {
             match rmpv::decode::read_value_ref(&mut rest) {
                 Ok(request) => {
                     output.clear();
-                    if reply(&request, &mut output).is_none() {
+                    let replied = {
+                        let mut events = events.lock().expect("one thread, never poisoned");
+                        reply(&request, &mut events, &mut output)
+                    };
+                    if replied.is_none() {
                         return;
                     }
                     consumed = input.len() - rest.len();
@@ -73,8 +83,15 @@ fn is_incomplete(error: &rmpv::decode::Error) -> bool {
         if e.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
+/// The calls each event in flight has still to make.
+#[derive(Default)]
+struct Events {
+    next_id: u64,
+    left: HashMap<u64, u64>,
+}
+
 /// Encodes the canned reply to `[0, msgid, method, [param]]`; `None` for anything else.
-fn reply(request: &ValueRef<'_>, out: &mut Vec<u8>) -> Option<()> {
+fn reply(request: &ValueRef<'_>, events: &mut Events, out: &mut Vec<u8>) -> Option<()> {
     let ValueRef::Array(fields) = request else {
         return None;
     };
@@ -108,27 +125,31 @@ fn reply(request: &ValueRef<'_>, out: &mut Vec<u8>) -> Option<()> {
         "plugin.CloseInstance" => rmp::encode::write_nil(out).ok()?,
         "plugin.HandleEvent" => {
             let calls = int(field(param, "InstanceId")?)?;
-            step_reply(out, calls)?;
+            events.next_id += 1;
+            let id = events.next_id;
+            step_reply(out, id, calls, events)?;
         }
         _ => {
-            // Every Step variant: the event id is the number of calls still to make.
-            let left = int(field(param, "EventId")?)?;
-            step_reply(out, left)?;
+            // Every Step variant.
+            let id = int(field(param, "EventId")?)?;
+            let left = events.left.remove(&id)?;
+            step_reply(out, id, left, events)?;
         }
     }
     Some(())
 }
 
-/// `{"EventId": left - 1, "Data": get_header("host")}`, or `"ret"` when no call is left.
-fn step_reply(out: &mut Vec<u8>, left: u64) -> Option<()> {
+/// `{"EventId": id, "Data": get_header("host")}` while calls are `left`, else `"ret"`.
+fn step_reply(out: &mut Vec<u8>, id: u64, left: u64, events: &mut Events) -> Option<()> {
     rmp::encode::write_map_len(out, 2).ok()?;
     rmp::encode::write_str(out, "EventId").ok()?;
-    rmp::encode::write_uint(out, left.saturating_sub(1)).ok()?;
+    rmp::encode::write_uint(out, id).ok()?;
     rmp::encode::write_str(out, "Data").ok()?;
     if left == 0 {
         rmp::encode::write_str(out, "ret").ok()?;
         return Some(());
     }
+    events.left.insert(id, left - 1);
     rmp::encode::write_map_len(out, 2).ok()?;
     rmp::encode::write_str(out, "Method").ok()?;
     rmp::encode::write_str(out, "kong.request.get_header").ok()?;
