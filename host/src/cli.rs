@@ -230,10 +230,16 @@ pub(crate) struct ServeOptions {
     /// Group (name or number) to give the socket files.
     #[arg(long, value_parser = parse_group)]
     socket_group: Option<libc::gid_t>,
-    /// Seconds Kong may stay silent within an event (or a handler may run between PDK calls)
-    /// before the event is reclaimed. Kong's own read timeout is 60 s.
+    /// Seconds a handler may run plugin code between two PDK calls before its event is
+    /// reclaimed (Kong's request then gets an error). Kong's own read timeout is 60 s.
     #[arg(long, default_value_t = 65)]
     event_timeout: u64,
+    /// Seconds Kong may leave a PDK call unanswered before the event is reclaimed: Kong stops
+    /// an event without a word when a PDK call raises inside it. Kong answers within
+    /// microseconds unless the call waits on its database; 10 s is twice Kong's default
+    /// `pg_timeout`.
+    #[arg(long, default_value_t = 10)]
+    kong_step_timeout: u64,
     /// Largest message accepted from Kong, in bytes; a larger one closes the connection.
     #[arg(long, default_value_t = 64 << 20)]
     max_frame_bytes: usize,
@@ -470,7 +476,11 @@ pub(crate) fn serve_plugins(
             instances::Instances::new(ids::InstanceIds::new(
                 options.socket_dir.join(".kong-rust-host.ids"),
             )),
-            events::Events::new(Duration::from_secs(options.event_timeout)),
+            events::Events::new(events::Timeouts {
+                handler: Duration::from_secs(options.event_timeout),
+                kong_step: Duration::from_secs(options.kong_step_timeout),
+                make_room_after: events::MAKE_ROOM_AFTER,
+            }),
             dispatch::Policy {
                 max_instances: options.max_instances,
                 max_events_per_plugin: options.max_events_per_plugin,

@@ -48,6 +48,8 @@ struct Served {
     in_flight: Arc<AtomicUsize>,
     fail_open: bool,
     overload_warnings: Throttle,
+    /// At most one line a second about events Kong walked away from.
+    reclaim_warnings: Throttle,
     stats: PluginStats,
     /// The event table, which its answers end events in. Weak: the table holds events, which
     /// hold this; a strong reference would make a cycle that outlives the dispatcher.
@@ -87,7 +89,7 @@ impl Answer for Served {
                     events.finish(event.id);
                     ended(Ending::Exited);
                 } else {
-                    events.waiting_for_kong(event);
+                    events.waiting_for_kong(event, method);
                 }
                 return rpc::step_reply(msgid, event.id, StepData::Call { method, args });
             }
@@ -117,7 +119,7 @@ impl Answer for Served {
             Yield::Stuck => {
                 events.finish(event.id);
                 ended(Ending::Abandoned);
-                let secs = events.idle_timeout.as_secs();
+                let secs = events.timeouts.handler.as_secs();
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
                 return rpc::error_reply(
                     msgid,
@@ -156,6 +158,7 @@ impl Dispatcher {
                         plugin: Arc::new(p),
                         in_flight: Arc::default(),
                         overload_warnings: Throttle::default(),
+                        reclaim_warnings: Throttle::default(),
                         stats: PluginStats::default(),
                         events: Arc::downgrade(&events),
                     };
@@ -335,10 +338,21 @@ impl Dispatcher {
             return Err("kong-rust-host is shutting down".into());
         }
         let served = &self.plugins[&instance.plugin.name];
-        let Some(place) = Place::take(&served.in_flight, self.max_events_per_plugin) else {
-            return self
-                .overloaded(msgid, event_id, served, phase)
-                .map(Prepared::Answered);
+        let place = match Place::take(&served.in_flight, self.max_events_per_plugin) {
+            Some(place) => place,
+            // Only handlers running plugin code are load: an event Kong walked away from
+            // gives its place up.
+            None => match self.events.make_room(&served.plugin) {
+                Some((place, walked_away)) => {
+                    self.reclaimed(&walked_away);
+                    place
+                }
+                None => {
+                    return self
+                        .overloaded(msgid, event_id, served, phase)
+                        .map(Prepared::Answered)
+                }
+            },
         };
         Ok(Prepared::Run(EventStart {
             event_id,
@@ -409,7 +423,7 @@ impl Dispatcher {
                         event_id,
                         result.as_deref().map_err(String::as_str),
                     );
-                    forwarder.call_blocking(&request, self.events.idle_timeout)
+                    forwarder.call_blocking(&request, self.events.timeouts.handler)
                 }
                 None => Err(format!("event id {event_id} not found")),
             };
@@ -452,13 +466,26 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let plugin = &event.instance.plugin.name;
-            self.plugins[plugin].stats.event(
-                event.phase,
-                Ending::Abandoned,
-                event.started.elapsed(),
+            self.reclaimed(&event);
+        }
+    }
+
+    /// Counts and (at most once a second per plugin) logs an event Kong stopped answering,
+    /// naming the PDK call it never answered.
+    fn reclaimed(&self, event: &Event) {
+        let served = &self.plugins[&event.instance.plugin.name];
+        let phase = event.phase;
+        let method = event.waiting_on().unwrap_or_default();
+        served
+            .stats
+            .event(phase, Ending::Abandoned, event.started.elapsed());
+        let count = served.stats.reclaimed(phase, &method);
+        if served.reclaim_warnings.allow() {
+            tracing::warn!(
+                "{} ({phase}): Kong never answered {method}; it most likely raised inside Kong \
+                 (see Kong's error log). {count} events reclaimed at this call so far",
+                served.plugin.name
             );
-            tracing::warn!(plugin = %plugin, phase = %event.phase, event = event.id, "Kong stopped answering; event reclaimed");
         }
     }
 
@@ -519,6 +546,10 @@ impl Dispatcher {
                         Value::from(self.instances.constructed(name)),
                     ),
                     (Value::from("Stats"), stats_value(&self.plugins[name].stats)),
+                    (
+                        Value::from("Reclaimed"),
+                        reclaimed_value(&self.plugins[name].stats),
+                    ),
                 ]);
                 (Value::from(name.as_str()), entry)
             })
@@ -578,6 +609,22 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Events reclaimed because Kong never answered a PDK call: `{phase: {method: count}}`.
+fn reclaimed_value(stats: &PluginStats) -> Value {
+    let mut phases: Vec<(Value, Value)> = Vec::new();
+    for (phase, method, count) in stats.reclaimed_snapshot() {
+        let entry = (Value::from(method), Value::from(count));
+        match phases
+            .iter_mut()
+            .find(|(p, _)| p.as_str() == Some(phase.as_str()))
+        {
+            Some((_, Value::Map(methods))) => methods.push(entry),
+            _ => phases.push((Value::from(phase.as_str()), Value::Map(vec![entry]))),
+        }
+    }
+    Value::Map(phases)
 }
 
 /// Per phase: each counter, and the latency histogram as cumulative `le_<µs>` counts plus sum.

@@ -119,11 +119,31 @@ impl Report {
                         .as_u64()
                         .unwrap_or(0);
                     self.ok(format!("{name}: served by pid {pid} on {} (mode {mode:04o}), {live} live instances", socket.display()));
+                    self.reclaimed(&name, &status["Plugins"][name.as_str()]["Reclaimed"]);
                 }
                 Err(error) => self.fail(format!(
                     "{name}: {} exists but does not answer: {error}",
                     socket.display()
                 )),
+            }
+        }
+    }
+}
+
+impl Report {
+    /// Warns about a running plugin's events that Kong stopped answering, by phase and the
+    /// PDK call Kong never answered (`Reclaimed` of `plugin.GetStatus`).
+    fn reclaimed(&mut self, name: &str, reclaimed: &rmpv::Value) {
+        for (phase, methods) in reclaimed.as_map().into_iter().flatten() {
+            for (method, count) in methods.as_map().into_iter().flatten() {
+                let (phase, method) = (
+                    phase.as_str().unwrap_or("?"),
+                    method.as_str().unwrap_or("?"),
+                );
+                self.warn(format!(
+                    "{name} ({phase}): {count} events reclaimed: Kong never answered {method}; \
+                     it most likely raised inside Kong (see Kong's error log)"
+                ));
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::{
     connection::{Conn, Read, Waker},
     frame::Scanner,
     instances::Live,
+    loader::LoadedPlugin,
     place::Place,
     rpc::{self, MsgId, StepResult},
     sharded::ShardedMap,
@@ -150,12 +151,17 @@ pub struct Event {
     /// True while the handler runs (between a Step and its next yield); a Step arriving then is
     /// refused instead of being queued behind the one in progress.
     running: AtomicBool,
-    /// When Kong last heard from this event, in ms since the table's epoch: the reaper's clock.
+    /// When the event last changed hands (a Step arrived, or the handler yielded a PDK call),
+    /// in ms since the table's epoch: the reaper's clock.
     touched_ms: AtomicU64,
+    /// The PDK call Kong owes an answer to while the event waits on Kong: what the log line
+    /// names if Kong never answers it. Reused for every call, so it costs no allocation.
+    waiting_on: Mutex<String>,
     /// When HandleEvent arrived: the event's duration in the statistics.
     pub started: Instant,
-    /// Its place under `--max-events-per-plugin`.
-    _place: Place,
+    /// Its place under `--max-events-per-plugin`; taken by a newer event of the same plugin
+    /// when this one is reclaimed to make room.
+    place: Mutex<Option<Place>>,
 }
 
 /// The event had no pending request to answer: it was reclaimed, or already answered.
@@ -179,6 +185,15 @@ impl Event {
         )
     }
 
+    /// The PDK call Kong never answered, if the event was waiting on Kong.
+    pub fn waiting_on(&self) -> Option<String> {
+        let method = self
+            .waiting_on
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (!self.running.load(Ordering::Acquire)).then(|| method.clone())
+    }
+
     /// Kong's next Step arrived: the handler runs again, and its next yield answers `pending`.
     /// `Err`: it was running already (the Step is refused), with `pending` given back.
     fn resumed(&self, now_ms: u64, pending: Pending) -> Result<(), (String, Pending)> {
@@ -196,9 +211,23 @@ pub struct Events {
     table: ShardedMap<Arc<Event>>,
     /// When the table was made, on the [`coarse_ms`] clock.
     epoch_ms: u64,
-    /// How long Kong may stay silent (and a handler may run between PDK calls) before the event
-    /// is considered abandoned.
-    pub idle_timeout: Duration,
+    pub timeouts: Timeouts,
+}
+
+/// How long an event may be silent, by whose turn it is.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// A handler running plugin code, between two PDK calls (`--event-timeout`): plugin code
+    /// may do slow outbound I/O.
+    pub handler: Duration,
+    /// Kong owing the answer to a PDK call (`--kong-step-timeout`): Kong runs the call between
+    /// two RPCs, so only a call that waits inside Kong (a database lookup) takes long; an
+    /// event silent past this was dropped by Kong, most likely because the call raised there.
+    pub kong_step: Duration,
+    /// How long an event must have waited on Kong before a newer event of a plugin at its
+    /// limit may take its place: Kong answers most calls within microseconds, so an event
+    /// still waiting after this is most likely gone.
+    pub make_room_after: Duration,
 }
 
 /// The table going away (the dispatcher is dropped) ends every event in it: their handlers wake
@@ -210,11 +239,11 @@ impl Drop for Events {
 }
 
 impl Events {
-    pub fn new(idle_timeout: Duration) -> Self {
+    pub fn new(timeouts: Timeouts) -> Self {
         Events {
             table: ShardedMap::new(),
             epoch_ms: coarse_ms(),
-            idle_timeout,
+            timeouts,
         }
     }
 
@@ -245,8 +274,9 @@ impl Events {
             answer,
             running: AtomicBool::new(true),
             touched_ms: AtomicU64::new(self.now_ms()),
+            waiting_on: Mutex::new(String::new()),
             started: Instant::now(),
-            _place: place,
+            place: Mutex::new(Some(place)),
         });
         self.table.insert(id, Arc::clone(&event));
         run_handler(event, self)
@@ -296,21 +326,36 @@ impl Events {
         Ok(())
     }
 
-    /// The handler yielded a PDK call: Kong now owes the next Step.
-    pub fn waiting_for_kong(&self, event: &Event) {
+    /// The handler yielded a call of PDK `method`: Kong now owes the next Step.
+    pub fn waiting_for_kong(&self, event: &Event, method: &str) {
+        {
+            let mut waiting_on = event
+                .waiting_on
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            waiting_on.clear();
+            waiting_on.push_str(method);
+        }
         event.touched_ms.store(self.now_ms(), Ordering::Release);
         event.running.store(false, Ordering::Release);
     }
 
-    /// Removes the events silent past the idle deadline, waking their handlers; returns them
-    /// with whether the handler was the silent side (running) rather than Kong.
+    /// Removes the events silent past their deadline (Kong's or the handler's), waking their
+    /// handlers; returns them with whether the handler was the silent side (running).
     pub fn reap(&self) -> Vec<(Arc<Event>, bool)> {
-        let deadline = self
-            .now_ms()
-            .saturating_sub(self.idle_timeout.as_millis() as u64);
-        let reaped = self
-            .table
-            .extract_if(|event| event.touched_ms.load(Ordering::Acquire) < deadline);
+        let now = self.now_ms();
+        let before = |timeout: Duration| now.saturating_sub(timeout.as_millis() as u64);
+        let (handler, kong) = (
+            before(self.timeouts.handler),
+            before(self.timeouts.kong_step),
+        );
+        let reaped = self.table.extract_if(|event| {
+            let deadline = match event.running.load(Ordering::Acquire) {
+                true => handler,
+                false => kong,
+            };
+            event.touched_ms.load(Ordering::Acquire) < deadline
+        });
         reaped
             .into_iter()
             .map(|event| {
@@ -320,7 +365,59 @@ impl Events {
             })
             .collect()
     }
+
+    /// A place for a new event of `plugin`, at its limit: the place of its event that has
+    /// waited on Kong the longest, once that is past [`Timeouts::make_room_after`], waiting
+    /// for that (twice that at most, when newcomers compete). The reclaimed event is returned
+    /// to be accounted for; `None` when every place is held by a handler running plugin code.
+    pub fn make_room(&self, plugin: &Arc<LoadedPlugin>) -> Option<(Place, Arc<Event>)> {
+        let grace = self.timeouts.make_room_after.as_millis() as u64;
+        // The oldest event is eligible within `grace`; twice that leaves room for losing it to
+        // a concurrent newcomer and taking the next one.
+        let deadline = Instant::now() + 2 * self.timeouts.make_room_after;
+        loop {
+            let oldest = self
+                .table
+                .values()
+                .into_iter()
+                .filter(|event| {
+                    Arc::ptr_eq(&event.instance.plugin, plugin)
+                        && !event.running.load(Ordering::Acquire)
+                })
+                .min_by_key(|event| event.touched_ms.load(Ordering::Acquire))?;
+            let waited = self
+                .now_ms()
+                .saturating_sub(oldest.touched_ms.load(Ordering::Acquire));
+            if waited >= grace {
+                if let Some(event) = self.table.remove(oldest.id) {
+                    event.mailbox.close();
+                    let place = event
+                        .place
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .take();
+                    if let Some(place) = place {
+                        return Some((place, event));
+                    }
+                }
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(grace - waited).min(MAKE_ROOM_POLL));
+        }
+    }
 }
+
+/// How long an event must have waited on Kong before a newer event of its plugin, at the
+/// limit, takes its place: Kong answers a PDK call within microseconds unless it waits on its
+/// database, so by then the event is most likely gone; a request at the limit waits for that
+/// (twice this at most, when newcomers compete for the same places) instead of being refused.
+pub const MAKE_ROOM_AFTER: Duration = Duration::from_millis(250);
+
+/// How often a plugin at its limit looks again for an event to take the place of.
+const MAKE_ROOM_POLL: Duration = Duration::from_millis(10);
 
 /// Runs the handler on this plugin thread, then its final yield; returns the connection the
 /// thread holds at the end.
@@ -414,7 +511,7 @@ impl Bridge<'_> {
             }
             Err(Wait::Timeout) => Err(self.end(format!(
                 "{method}: Kong did not answer within {}s; the event was abandoned",
-                self.events.idle_timeout.as_secs()
+                (self.events.timeouts.kong_step * 2).as_secs()
             ))),
             Err(Wait::Closed) => Err(self.end(reclaimed())),
         }
@@ -425,9 +522,9 @@ impl Bridge<'_> {
     fn next_step(&self, mut conn: Option<Conn>) -> Result<Resume, Wait> {
         let mailbox = &self.event.mailbox;
         let waker = mailbox.handler.get().expect("set before the handler runs");
-        // Kong's silence is the reaper's to judge (it closes the mailbox); this wait gives up
-        // on its own only if a whole idle timeout passes without any wake-up.
-        let timeout = self.events.idle_timeout;
+        // Kong's silence is the reaper's to judge (it closes the mailbox well within twice the
+        // Kong-step timeout); this wait gives up on its own only if the reaper did not.
+        let timeout = self.events.timeouts.kong_step * 2;
         loop {
             let next = match mailbox.take() {
                 Ok(Some(resume)) => Ok(resume),

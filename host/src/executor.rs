@@ -19,7 +19,7 @@ use std::{
 type Job = Box<dyn FnOnce() + Send>;
 
 /// How long an idle plugin thread waits for work before exiting.
-const IDLE_EXIT: Duration = Duration::from_secs(30);
+const IDLE_EXIT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Executor {

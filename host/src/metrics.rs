@@ -2,7 +2,9 @@
 //! path (no lock), read by `plugin.GetStatus` and the Prometheus endpoint.
 
 use kong_rust_pdk::abi::Phase;
+use parking_lot::Mutex;
 use std::{
+    collections::BTreeMap,
     fmt::Write,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
@@ -45,6 +47,9 @@ struct PhaseStats {
 #[derive(Default)]
 pub struct PluginStats {
     phases: [PhaseStats; 6],
+    /// Events reclaimed because Kong never answered a PDK call, by phase (index) and method.
+    /// Locked only when an event is reclaimed, never on the per-call path.
+    reclaimed: Mutex<BTreeMap<(usize, String), u64>>,
 }
 
 fn index(phase: Phase) -> usize {
@@ -83,6 +88,26 @@ impl PluginStats {
             .unwrap_or(BUCKETS_US.len());
         stats.latency[bucket].fetch_add(1, Ordering::Relaxed);
         stats.latency_sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Counts an event reclaimed waiting for Kong's answer to PDK `method`; returns the count
+    /// for that phase and method so far.
+    pub fn reclaimed(&self, phase: Phase, method: &str) -> u64 {
+        let mut reclaimed = self.reclaimed.lock();
+        let count = reclaimed
+            .entry((index(phase), method.to_string()))
+            .or_default();
+        *count += 1;
+        *count
+    }
+
+    /// (phase, method, count) of every reclaimed call, by phase then method.
+    pub fn reclaimed_snapshot(&self) -> Vec<(Phase, String, u64)> {
+        self.reclaimed
+            .lock()
+            .iter()
+            .map(|((phase, method), count)| (Phase::ALL[*phase], method.clone(), *count))
+            .collect()
     }
 
     /// Per phase that saw any event: (phase, counters by name, cumulative latency buckets, sum).
@@ -138,6 +163,15 @@ pub fn prometheus<'a>(
     let mut counters: Vec<(String, String)> = Vec::new();
     let mut histograms = String::new();
     for (plugin, stats) in plugins {
+        for (phase, method, count) in stats.reclaimed_snapshot() {
+            counters.push((
+                "reclaimed_events".to_string(),
+                format!(
+                    "kong_rust_host_reclaimed_events_total{{plugin=\"{plugin}\",phase=\"{phase}\",method=\"{}\"}} {count}\n",
+                    escape_label(&method)
+                ),
+            ));
+        }
         for phase in stats.snapshot() {
             let labels = format!("plugin=\"{plugin}\",phase=\"{}\"", phase.phase);
             for (name, value) in &phase.counters {
@@ -181,6 +215,14 @@ pub fn prometheus<'a>(
     }
     let _ = writeln!(out, "# TYPE kong_rust_host_events_in_flight gauge\nkong_rust_host_events_in_flight {events_in_flight}");
     out
+}
+
+/// A label value as Prometheus text requires: backslash, double quote and newline escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

@@ -486,7 +486,7 @@ impl Home for Server {
 
 /// Reclaims events Kong abandoned (protocol.md §8).
 async fn reap(dispatcher: Arc<Dispatcher>) {
-    let period = (dispatcher.events.idle_timeout / 4)
+    let period = (dispatcher.events.timeouts.kong_step / 4)
         .clamp(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         tokio::time::sleep(period).await;

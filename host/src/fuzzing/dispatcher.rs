@@ -4,7 +4,7 @@
 use super::plugin::{FuzzPlugin, LIVE_INSTANCES};
 use crate::{
     dispatch::{Dispatcher, Policy, Serves},
-    events::Events,
+    events::{Events, Timeouts},
     executor::Executor,
     frame::{Frames, Scanner},
     ids::InstanceIds,
@@ -105,7 +105,11 @@ fn dispatcher_for_one_input() -> Dispatcher {
     Dispatcher::new(
         vec![FuzzPlugin::loaded()],
         Instances::new(ids),
-        Events::new(Duration::from_secs(10)),
+        Events::new(Timeouts {
+            handler: Duration::from_secs(10),
+            kong_step: Duration::from_secs(10),
+            make_room_after: Duration::from_millis(10),
+        }),
         Policy {
             max_instances: 4,
             max_events_per_plugin: 3,

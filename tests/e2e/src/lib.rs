@@ -350,3 +350,32 @@ pub fn get<'a>(map: &'a rmpv::Value, key: &str) -> &'a rmpv::Value {
         .map(|(_, v)| v)
         .unwrap_or(&NIL)
 }
+
+/// A loopback TCP port free right now.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The whole response to `GET path` on a loopback port, head and body.
+pub fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A line of a process's `/proc/PID/status`, in kB (`VmRSS`, `VmHWM`) or a count (`Threads`).
+pub fn proc_status(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {status}"))
+}

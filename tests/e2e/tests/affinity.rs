@@ -3,7 +3,7 @@
 //! way Kong takes when a PDK call yields inside it: a new event on the connection a handler
 //! waits on, the Step on another connection; a handler that blocks; many idle connections.
 
-use e2e::{artifacts, get, Setup};
+use e2e::{artifacts, get, proc_status, Setup};
 use kong_driver::{
     run_event, step_method_for, Conn, EventEnd, KongClient, LuaValue, PdkResponder, SimRequest,
     StepData, StepReply,
@@ -224,16 +224,6 @@ async fn a_blocking_handler_stalls_only_its_own_connection() {
         blocked <= unblocked * 2 + Duration::from_millis(50),
         "64 events took {blocked:?} beside a blocked handler, {unblocked:?} without"
     );
-}
-
-/// A line of the host's `/proc/PID/status`, in kB (`VmRSS`, `VmHWM`) or a count (`Threads`).
-fn proc_status(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{key} in {status}"))
 }
 
 /// Answers one rust-hello access event on `conn` from start to end.

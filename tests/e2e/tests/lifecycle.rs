@@ -60,7 +60,7 @@ async fn sigint_stops_too() {
 #[tokio::test]
 async fn events_kong_abandons_are_reclaimed_after_the_deadline() {
     let setup = hello();
-    let host = setup.start(&["--event-timeout", "1"]);
+    let host = setup.start(&["--kong-step-timeout", "1"]);
     let kong = KongClient::new(host.socket("rust-hello"));
     let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
     // Kong raised a Lua error inside a PDK call: it never sends the Step.
@@ -73,7 +73,7 @@ async fn events_kong_abandons_are_reclaimed_after_the_deadline() {
     }
     assert_eq!(in_flight(&kong).await, 2);
     host.wait_for_log(
-        "Kong stopped answering; event reclaimed",
+        "rust-hello (access): Kong never answered kong.request.get_header",
         Duration::from_secs(5),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);

@@ -1,6 +1,6 @@
 //! Operator-facing modes: Kong 3.0–3.8 single-socket serving, JSON logs, `status`.
 
-use e2e::{artifacts, run_host, Setup};
+use e2e::{artifacts, free_loopback_port, http_get, run_host, Setup};
 use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
 use std::time::Duration;
 
@@ -210,23 +210,6 @@ fn a_plugin_named_symlink_is_that_plugins_kong_3_9_entry() {
     assert!(!unconfigured.status.success());
     assert!(String::from_utf8_lossy(&unconfigured.stderr)
         .contains("the Kong entry of plugin rust-bench: set plugins_dir"));
-}
-
-fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
 }
 
 #[tokio::test]
