@@ -1,33 +1,27 @@
-//! The kong-rust-host library: everything the `kong-rust-host` binary is made of, usable on its
-//! own (fuzz targets, a plugin's dedicated server).
+//! The kong-rust-host library: everything the `kong-rust-host` binary is made of. Outside this
+//! crate only a plugin's dedicated server ([`dedicated`]) and the fuzz targets (`fuzzing`) use
+//! it; everything else is private to the crate.
 //!
-//! Data flow: [`loader`] opens plugin `.so` files; [`server`] binds one socket per plugin and
-//! reads each connection through [`frame`] (message boundaries) into [`rpc`] (Kong's requests and
-//! our replies); [`dispatch`] answers each request, keeping plugin instances in [`instances`] and
-//! running phase handlers as [`events`] on [`executor`] threads.
+//! Layout, each folder using only those below it:
+//!
+//! - [`cli`]: the command lines (`serve`, `dump`, `kong-conf`, `doctor`, `status`,
+//!   `wait-ready`), dedicated mode and the plugin-named entry point.
+//! - `upgrade`: `serve --upgrade`, a new process taking over the sockets, instance ids and
+//!   connections of the running one; the serving lock.
+//! - `serve`: the sockets: binding them, accepting Kong's connections, watching idle ones and
+//!   running busy ones on plugin threads.
+//! - `runtime`: answering Kong's requests: the dispatcher, plugin instances, events and the
+//!   connections they move between threads, the plugin threads, statistics.
+//! - `wire`: Kong's MessagePack-RPC: message boundaries and requests and replies.
+//! - `loader`: opening plugin `.so` files.
 
 pub mod cli;
-pub mod client;
-pub mod connection;
-pub mod dedicated;
-pub mod dispatch;
-pub mod doctor;
-pub mod dump;
-pub mod events;
-pub mod executor;
-pub mod frame;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod handoff;
-pub mod ids;
-pub mod instances;
-pub mod kong_conf;
-pub mod loader;
-pub mod lock;
-pub mod metrics;
-pub mod place;
-mod plugin_entry;
-pub mod rpc;
-pub mod server;
-mod sharded;
-mod throttle;
+mod loader;
+mod runtime;
+mod serve;
+mod upgrade;
+mod wire;
+
+pub use cli::dedicated;

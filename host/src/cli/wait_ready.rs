@@ -6,7 +6,7 @@
 //! for this first. A socket counts only when the host behind it answers `plugin.GetStatus`: a file
 //! left by a dead host, or a listener that never answers, does not.
 
-use crate::client;
+use crate::cli::client;
 use std::{
     collections::BTreeSet,
     path::Path,

@@ -3,14 +3,14 @@
 
 use super::plugin::{FuzzPlugin, LIVE_INSTANCES};
 use crate::{
-    dispatch::{Dispatcher, Policy, Serves},
-    events::{Events, Timeouts},
-    executor::Executor,
-    frame::{Frames, Scanner},
-    ids::InstanceIds,
-    instances::Instances,
-    rpc::{self, MsgId, Request},
-    server::{Limits, Server},
+    runtime::dispatch::{Dispatcher, Policy, Serves},
+    runtime::events::{Events, Timeouts},
+    runtime::executor::Executor,
+    runtime::ids::InstanceIds,
+    runtime::instances::Instances,
+    serve::{Limits, Server},
+    wire::frame::{Frames, Scanner},
+    wire::rpc::{self, MsgId, Request},
 };
 use rmpv::Value;
 use std::{

@@ -1,7 +1,7 @@
 //! `frame_decoder`: the frame scanner under every chunking, against rmpv as the reference
 //! decoder.
 
-use crate::frame::{FrameError, Scanner};
+use crate::wire::frame::{FrameError, Scanner};
 use rmpv::Value;
 
 /// Input: `[depth, len_hi, len_lo, n, size_1 … size_n, stream …]`: the nesting limit (1–48),

@@ -1,7 +1,7 @@
 //! A minimal blocking client of the host's own protocol, for the CLI's `status`, `doctor` and
 //! `wait-ready` commands.
 
-use crate::frame::Frames;
+use crate::wire::frame::Frames;
 use rmpv::Value;
 use std::{
     io::{Read, Write},

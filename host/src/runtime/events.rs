@@ -15,13 +15,13 @@
 //! "event ended" error so its thread is freed.
 
 use crate::{
-    connection::{Conn, Read, Waker},
-    frame::Scanner,
-    instances::Live,
     loader::LoadedPlugin,
-    place::Place,
-    rpc::{self, MsgId, StepResult},
-    sharded::ShardedMap,
+    runtime::connection::{Conn, Read, Waker},
+    runtime::instances::Live,
+    runtime::place::Place,
+    runtime::sharded::ShardedMap,
+    wire::frame::Scanner,
+    wire::rpc::{self, MsgId, StepResult},
 };
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -368,13 +368,14 @@ impl Events {
 
     /// A place for a new event of `plugin`, at its limit: the place of its event that has
     /// waited on Kong the longest, once that is past [`Timeouts::make_room_after`], waiting
-    /// for that (twice that at most, when newcomers compete). The reclaimed event is returned
-    /// to be accounted for; `None` when every place is held by a handler running plugin code.
+    /// for that. The reclaimed event is returned to be accounted for; `None` when every place
+    /// is held by a handler running plugin code.
     pub fn make_room(&self, plugin: &Arc<LoadedPlugin>) -> Option<(Place, Arc<Event>)> {
         let grace = self.timeouts.make_room_after.as_millis() as u64;
-        // The oldest event is eligible within `grace`; twice that leaves room for losing it to
-        // a concurrent newcomer and taking the next one.
-        let deadline = Instant::now() + 2 * self.timeouts.make_room_after;
+        // The oldest event is eligible within `grace` from now; a newcomer that loses it to
+        // another takes the next one, eligible soon after. The cap only bounds a pathological
+        // run of lost races (or a starved thread).
+        let deadline = Instant::now() + MAKE_ROOM_WAIT_CAP;
         loop {
             let oldest = self
                 .table
@@ -413,8 +414,11 @@ impl Events {
 /// How long an event must have waited on Kong before a newer event of its plugin, at the
 /// limit, takes its place: Kong answers a PDK call within microseconds unless it waits on its
 /// database, so by then the event is most likely gone; a request at the limit waits for that
-/// (twice this at most, when newcomers compete for the same places) instead of being refused.
+/// instead of being refused.
 pub const MAKE_ROOM_AFTER: Duration = Duration::from_millis(250);
+
+/// The longest a request at its plugin's limit waits for a place, however many compete.
+const MAKE_ROOM_WAIT_CAP: Duration = Duration::from_secs(2);
 
 /// How often a plugin at its limit looks again for an event to take the place of.
 const MAKE_ROOM_POLL: Duration = Duration::from_millis(10);

@@ -1,7 +1,7 @@
 //! `kong-rust-host doctor`: what an operator checks before (or after) pointing Kong at the host,
 //! in one report. Each line starts with `ok`, `warn` or `FAIL`.
 
-use crate::{client, loader};
+use crate::{cli::client, loader};
 use std::{fmt::Write, os::unix::fs::PermissionsExt, path::Path};
 
 /// The report, and whether anything failed.

@@ -1,16 +1,15 @@
 //! Answers one Kong request: the RPC methods of protocol.md §7.
 
 use crate::{
-    connection::Conn,
-    events::{Answer, Event, Events, Pending, Yield},
-    handoff::{Adopted, Forwarder},
-    ids::EventIds,
-    instances::Instances,
     loader::LoadedPlugin,
-    metrics::{self, Ending, PluginStats},
-    place::Place,
-    rpc::{self, MsgId, Request, StepData, StepResult},
-    throttle::Throttle,
+    runtime::connection::Conn,
+    runtime::events::{Answer, Event, Events, Pending, Yield},
+    runtime::ids::EventIds,
+    runtime::instances::{Adopted, Instances, Live},
+    runtime::metrics::{self, Ending, PluginStats},
+    runtime::place::Place,
+    runtime::throttle::Throttle,
+    wire::rpc::{self, MsgId, Request, StepData, StepResult},
 };
 use kong_rust_pdk::abi::{Phase, PhaseErrorKind};
 use rmpv::Value;
@@ -29,6 +28,12 @@ use std::{
 pub enum Serves {
     One(Arc<str>),
     All,
+}
+
+/// The host this one replaced (`serve --upgrade`), while it still runs events of its own.
+pub trait Predecessor: Send + Sync {
+    /// Sends it a Step for one of its events and returns its reply as it sent it; blocks.
+    fn call_blocking(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String>;
 }
 
 /// What the host enforces, from the command line.
@@ -67,7 +72,7 @@ pub struct Dispatcher {
     draining: AtomicBool,
     /// The host this one replaced, while it still runs events of its own: Steps for events
     /// unknown here go to it.
-    predecessor: parking_lot::Mutex<Option<Arc<Forwarder>>>,
+    predecessor: parking_lot::Mutex<Option<Arc<dyn Predecessor>>>,
 }
 
 impl Answer for Served {
@@ -208,8 +213,8 @@ impl Dispatcher {
     }
 
     /// Sends Steps of unknown events to the host this one replaced (`serve --upgrade`).
-    pub fn forward_to_predecessor(&self, forwarder: Forwarder) {
-        *self.predecessor.lock() = Some(Arc::new(forwarder));
+    pub fn forward_to_predecessor(&self, predecessor: Arc<dyn Predecessor>) {
+        *self.predecessor.lock() = Some(predecessor);
     }
 
     /// The predecessor has no event left.
@@ -568,7 +573,7 @@ impl Dispatcher {
 /// A HandleEvent that runs a handler: what it runs, and the place it holds.
 struct EventStart {
     event_id: u64,
-    instance: Arc<crate::instances::Live>,
+    instance: Arc<Live>,
     phase: Phase,
     place: Place,
     served: Arc<Served>,

@@ -1,16 +1,25 @@
 //! The `kong-rust-host` command line, and the serving both it and a plugin's dedicated server
-//! ([`crate::dedicated`]) run.
+//! ([`crate::cli::dedicated`]) run.
 
 use crate::{
-    dispatch, dump, events, executor, handoff, ids, instances, kong_conf, loader, lock,
-    plugin_entry, server,
+    loader,
+    runtime::{dispatch, events, executor, ids, instances},
+    serve,
+    upgrade::{self, lock},
 };
 use tokio::runtime::Handle;
 
+mod client;
+pub mod dedicated;
+mod doctor;
+mod dump;
+mod kong_conf;
+mod plugin_entry;
 mod wait_ready;
 
 use clap::{Parser, Subcommand};
 use std::{
+    collections::HashMap,
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -140,7 +149,7 @@ pub fn main() -> ExitCode {
             plugins_dir,
             socket_dir,
         } => {
-            let (report, failed) = crate::doctor::check(&plugins_dir, &socket_dir);
+            let (report, failed) = crate::cli::doctor::check(&plugins_dir, &socket_dir);
             print!("{report}");
             if failed {
                 Err("doctor found problems (FAIL lines above)".into())
@@ -348,7 +357,8 @@ pub(crate) struct Serving {
     /// `kong-rust-host`, or a dedicated server's plugin name: names the lock and control socket.
     server: String,
     lock: lock::ServingLock,
-    takeover: Option<handoff::Incoming>,
+    /// What the host serving the dir handed over (`--upgrade`).
+    upgrade: Option<upgrade::Incoming>,
 }
 
 /// Takes the socket dir: from the host serving it (`--upgrade`), or by its lock, standing by
@@ -370,18 +380,18 @@ pub(crate) fn start_serving(
         let serving = Serving {
             server: server.into(),
             lock,
-            takeover: None,
+            upgrade: None,
         };
         return Ok((serving, plugins));
     }
     let plugins = load()?;
-    let takeover = handoff::take_over(dir, server).map_err(|error| {
+    let handed_over = upgrade::take_over(dir, server).map_err(|error| {
         format!(
             "--upgrade: cannot take over from the host serving {}: {error}",
             dir.display()
         )
     })?;
-    let lock = match &takeover {
+    let lock = match &handed_over {
         Some(incoming) => incoming
             .lock
             .try_clone()
@@ -395,7 +405,7 @@ pub(crate) fn start_serving(
     let serving = Serving {
         server: server.into(),
         lock,
-        takeover,
+        upgrade: handed_over,
     };
     Ok((serving, plugins))
 }
@@ -415,7 +425,20 @@ pub(crate) fn serve_plugins(
             ));
         }
     }
-    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("socket")
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(serve_on_runtime(plugins, single_socket, options, serving))
+}
+
+async fn serve_on_runtime(
+    plugins: Vec<loader::LoadedPlugin>,
+    single_socket: Option<String>,
+    options: &ServeOptions,
+    serving: Serving,
+) -> Result<(), String> {
     let summary: Vec<String> = plugins
         .iter()
         .map(|p| {
@@ -426,114 +449,117 @@ pub(crate) fn serve_plugins(
     let Serving {
         server: server_name,
         lock,
-        takeover,
+        upgrade,
     } = serving;
-    let limits = server::Limits {
+    let limits = serve::Limits {
         max_frame_bytes: options.max_frame_bytes,
         max_depth: 128,
         max_connections: options.max_connections,
     };
+    let (mut inherited, control, forward, adopted) = match upgrade {
+        Some(incoming) => (
+            incoming.listeners,
+            Some(incoming.control),
+            Some(incoming.forward),
+            incoming.instances,
+        ),
+        None => Default::default(),
+    };
+    let listeners = bind_sockets(&plugins, single_socket, options, &mut inherited)?;
+    let dispatcher = Arc::new(dispatcher(plugins, options));
+    dispatcher.adopt(adopted);
+    if let Some(forward) = forward {
+        let forwarder = upgrade::Forwarder::new(forward, limits)
+            .map_err(|error| format!("--upgrade: {error}"))?;
+        dispatcher.forward_to_predecessor(Arc::new(forwarder));
+    }
+    let executor = executor::Executor::new(options.max_plugin_threads);
+    let server = serve::Server::new(Arc::clone(&dispatcher), executor, limits, &listeners)
+        .map_err(|error| format!("cannot keep the listening sockets: {error}"))?;
+    let control_path = upgrade::control_path(&options.socket_dir, &server_name);
+    let lock_fd = lock
+        .share()
+        .map_err(|error| format!("cannot share the serving lock: {error}"))?;
+    let upgrades = upgrade::listen(&control_path)
+        .map_err(|error| format!("cannot bind {}: {error}", control_path.display()))?;
+    upgrade::offer(upgrades, Arc::clone(&server), lock_fd, Handle::current());
+    if let Some(addr) = options.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+        tokio::spawn(serve::serve_metrics(listener, Arc::clone(&dispatcher)));
+    }
+    if let Some(control) = control {
+        control
+            .finish(Arc::clone(&server), Handle::current())
+            .map_err(|error| format!("--upgrade: the old host went away: {error}"))?;
+    }
+    tracing::info!(
+        "ready: serving {} on {} (pid {})",
+        summary.join("; "),
+        options.socket_dir.display(),
+        std::process::id()
+    );
+    let grace = Duration::from_secs(options.shutdown_grace);
+    let stopped = server.run(listeners, shutdown_signal(), grace).await;
+    if stopped == serve::Stopped::Signal {
+        let _ = std::fs::remove_file(&control_path);
+    }
+    drop(lock);
+    tracing::info!("stopped");
+    Ok(())
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("socket")
-        .build()
-        .map_err(|error| format!("cannot start the runtime: {error}"))?;
-    runtime.block_on(async move {
-        let access = server::SocketAccess {
-            mode: options.socket_mode,
-            group: options.socket_group,
-        };
-        let sockets: Vec<(String, dispatch::Serves)> = match &single_socket {
-            Some(name) => vec![(name.clone(), dispatch::Serves::All)],
-            None => names
-                .iter()
-                .map(|name| {
-                    (
-                        name.clone(),
-                        dispatch::Serves::One(Arc::from(name.as_str())),
-                    )
-                })
-                .collect(),
-        };
-        let (mut inherited, control, forward, adopted) = match takeover {
-            Some(incoming) => (
-                incoming.listeners,
-                Some(incoming.control),
-                Some(incoming.forward),
-                incoming.instances,
-            ),
-            None => Default::default(),
-        };
-        let listeners = server::bind(&options.socket_dir, &sockets, access, &mut inherited)
-            .map_err(|error| error.to_string())?;
-        for name in inherited.keys() {
-            tracing::info!("no longer serving {name}: removing its socket");
-            let _ = std::fs::remove_file(options.socket_dir.join(format!("{name}.socket")));
-        }
-        let dispatcher = Arc::new(dispatch::Dispatcher::new(
-            plugins,
-            instances::Instances::new(ids::InstanceIds::new(
-                options.socket_dir.join(".kong-rust-host.ids"),
-            )),
-            events::Events::new(events::Timeouts {
-                handler: Duration::from_secs(options.event_timeout),
-                kong_step: Duration::from_secs(options.kong_step_timeout),
-                make_room_after: events::MAKE_ROOM_AFTER,
-            }),
-            dispatch::Policy {
-                max_instances: options.max_instances,
-                max_events_per_plugin: options.max_events_per_plugin,
-                fail_open: options.fail_open.clone(),
-            },
-        ));
-        dispatcher.adopt(adopted);
-        if let Some(forward) = forward {
-            let forwarder = handoff::Forwarder::new(forward, limits)
-                .map_err(|error| format!("--upgrade: {error}"))?;
-            dispatcher.forward_to_predecessor(forwarder);
-        }
-        let executor = executor::Executor::new(options.max_plugin_threads);
-        let server = server::Server::new(Arc::clone(&dispatcher), executor, limits, &listeners)
-            .map_err(|error| format!("cannot keep the listening sockets: {error}"))?;
-        let control_path = handoff::control_path(&options.socket_dir, &server_name);
-        let lock_fd = lock
-            .share()
-            .map_err(|error| format!("cannot share the serving lock: {error}"))?;
-        let upgrades = handoff::listen(&control_path)
-            .map_err(|error| format!("cannot bind {}: {error}", control_path.display()))?;
-        handoff::offer(upgrades, Arc::clone(&server), lock_fd, Handle::current());
-        if let Some(addr) = options.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
-            tokio::spawn(server::serve_metrics(listener, Arc::clone(&dispatcher)));
-        }
-        if let Some(control) = control {
-            control
-                .finish(Arc::clone(&server), Handle::current())
-                .map_err(|error| format!("--upgrade: the old host went away: {error}"))?;
-        }
-        tracing::info!(
-            "ready: serving {} on {} (pid {})",
-            summary.join("; "),
-            options.socket_dir.display(),
-            std::process::id()
-        );
-        let stopped = server
-            .run(
-                listeners,
-                shutdown_signal(),
-                Duration::from_secs(options.shutdown_grace),
-            )
-            .await;
-        if stopped == server::Stopped::Signal {
-            let _ = std::fs::remove_file(&control_path);
-        }
-        drop(lock);
-        tracing::info!("stopped");
-        Ok(())
-    })
+/// Binds a socket per plugin (or the one `--single-socket`), taking those a predecessor
+/// handed over from `inherited`; a handed-over socket no plugin here serves is removed.
+fn bind_sockets(
+    plugins: &[loader::LoadedPlugin],
+    single_socket: Option<String>,
+    options: &ServeOptions,
+    inherited: &mut HashMap<String, std::os::fd::OwnedFd>,
+) -> Result<Vec<serve::Listener>, String> {
+    let access = serve::SocketAccess {
+        mode: options.socket_mode,
+        group: options.socket_group,
+    };
+    let sockets: Vec<(String, dispatch::Serves)> = match single_socket {
+        Some(name) => vec![(name, dispatch::Serves::All)],
+        None => plugins
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    dispatch::Serves::One(Arc::from(p.name.as_str())),
+                )
+            })
+            .collect(),
+    };
+    let listeners = serve::bind(&options.socket_dir, &sockets, access, inherited)
+        .map_err(|error| error.to_string())?;
+    for name in inherited.keys() {
+        tracing::info!("no longer serving {name}: removing its socket");
+        let _ = std::fs::remove_file(options.socket_dir.join(format!("{name}.socket")));
+    }
+    Ok(listeners)
+}
+
+fn dispatcher(plugins: Vec<loader::LoadedPlugin>, options: &ServeOptions) -> dispatch::Dispatcher {
+    dispatch::Dispatcher::new(
+        plugins,
+        instances::Instances::new(ids::InstanceIds::new(
+            options.socket_dir.join(".kong-rust-host.ids"),
+        )),
+        events::Events::new(events::Timeouts {
+            handler: Duration::from_secs(options.event_timeout),
+            kong_step: Duration::from_secs(options.kong_step_timeout),
+            make_room_after: events::MAKE_ROOM_AFTER,
+        }),
+        dispatch::Policy {
+            max_instances: options.max_instances,
+            max_events_per_plugin: options.max_events_per_plugin,
+            fail_open: options.fail_open.clone(),
+        },
+    )
 }
 
 /// SIGTERM (what Kong sends), SIGINT, or the parent nginx worker going away: a server orphaned
@@ -682,7 +708,7 @@ fn status(socket_dir: &Path, socket: Option<&str>) -> Result<(), String> {
             })?
         }
     };
-    let reply = crate::client::call(&path, "plugin.GetStatus", rmpv::Value::Nil)
+    let reply = crate::cli::client::call(&path, "plugin.GetStatus", rmpv::Value::Nil)
         .map_err(|error| format!("{}: {error}", path.display()))?;
     let json: serde_json::Value = rmpv::ext::from_value(reply)
         .map_err(|error| format!("unexpected status reply: {error}"))?;

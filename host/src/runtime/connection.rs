@@ -12,11 +12,11 @@
 //! another connection (Kong may hop) still reaches it.
 
 use crate::{
-    dispatch::Serves,
-    frame::Frames,
-    place::Place,
-    rpc::{self, RequestError},
-    throttle::Throttle,
+    runtime::dispatch::Serves,
+    runtime::place::Place,
+    runtime::throttle::Throttle,
+    wire::frame::Frames,
+    wire::rpc::{self, RequestError},
 };
 use nix::{
     errno::Errno,

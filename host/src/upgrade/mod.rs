@@ -17,12 +17,14 @@
 //! Each message is a big-endian u32 length and that much JSON; a message may carry one file
 //! descriptor (SCM_RIGHTS) on its first bytes.
 
+pub(crate) mod lock;
+
 use crate::{
-    frame::Scanner,
-    server::{bind_restricted, Limits, Server, SocketAccess},
+    runtime::dispatch::Predecessor,
+    serve::{bind_restricted, Limits, MovingConnection, Server, SocketAccess},
+    wire::frame::Scanner,
 };
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
@@ -38,7 +40,6 @@ use std::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     runtime::Handle,
-    sync::{watch, Notify},
 };
 
 /// The control socket of the process serving `socket_dir` as `server`.
@@ -66,43 +67,9 @@ pub enum Message {
     Done,
 }
 
-/// A live instance id new takes over.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Adopted {
-    pub id: i64,
-    pub plugin: String,
-    pub config: serde_json::Value,
-}
-
-/// A Kong connection on its way to the successor.
-pub struct Transfer {
-    pub name: String,
-    pub buffered: Vec<u8>,
-    pub fd: OwnedFd,
-}
-
-/// A serving process's side of being replaced.
-#[derive(Default)]
-pub struct Outgoing {
-    /// True once the successor accepts: from then on connections move to it.
-    pub(crate) ready: watch::Sender<bool>,
-    /// Where connections go to be sent; set just before `ready`.
-    transfers: Mutex<Option<mpsc::Sender<Transfer>>>,
-    /// Notified when the successor holds every connection and no event is left here.
-    pub(crate) finished: Notify,
-}
-
-impl Outgoing {
-    pub fn handing_over(&self) -> bool {
-        *self.ready.borrow()
-    }
-
-    pub(crate) fn transfer(&self, transfer: Transfer) {
-        if let Some(transfers) = &*self.transfers.lock() {
-            let _ = transfers.send(transfer);
-        }
-    }
-}
+/// A live instance id new takes over: the runtime's adopted instance, as it crosses the
+/// control socket.
+pub(crate) use crate::runtime::instances::Adopted;
 
 /// Binds the control socket at `path`, for the owner only, replacing the predecessor's (a
 /// rename: there is always one to connect to).
@@ -183,13 +150,11 @@ fn hand_over(
         }
         None => return Ok(false),
     }
-    let (transfers, handed) = mpsc::channel();
-    *server.outgoing.transfers.lock() = Some(transfers);
-    server.outgoing.ready.send_replace(true);
+    let handed = server.upgrading.begin();
     let mut moved = 0usize;
     loop {
         match handed.recv_timeout(Duration::from_millis(20)) {
-            Ok(Transfer { name, buffered, fd }) => {
+            Ok(MovingConnection { name, buffered, fd }) => {
                 send(
                     stream,
                     &Message::Connection { name, buffered },
@@ -207,7 +172,7 @@ fn hand_over(
     }
     send(stream, &Message::Done, None)?;
     tracing::info!("handed over {moved} connections; no event left here");
-    server.outgoing.finished.notify_one();
+    server.upgrading.finished.notify_one();
     Ok(true)
 }
 
@@ -239,16 +204,6 @@ impl Forwarder {
         })
     }
 
-    /// [`Forwarder::call`] from synchronous code: a plugin thread, or (rarely, when the event
-    /// ended meanwhile) a runtime thread, which then lets the runtime move its other tasks.
-    pub fn call_blocking(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
-        let call = || self.runtime.block_on(self.call(request, timeout));
-        match Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(call),
-            Err(_) => call(),
-        }
-    }
-
     /// Sends one request, returns the predecessor's reply as it sent it.
     pub async fn call(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
         let mut connection = self.connection.lock().await;
@@ -272,6 +227,18 @@ impl Forwarder {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(error)) => Err(format!("the previous host did not answer: {error}")),
             Err(_) => Err("the previous host did not answer in time".into()),
+        }
+    }
+}
+
+impl Predecessor for Forwarder {
+    /// [`Forwarder::call`] from synchronous code: a plugin thread, or (rarely, when the event
+    /// ended meanwhile) a runtime thread, which then lets the runtime move its other tasks.
+    fn call_blocking(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+        let call = || self.runtime.block_on(self.call(request, timeout));
+        match Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(call),
+            Err(_) => call(),
         }
     }
 }

@@ -1,28 +1,34 @@
 //! Sockets: one listener per plugin; each Kong connection read by the plugin thread that
 //! answered on it last, or watched by the runtime while idle; graceful shutdown.
 
+mod metrics;
+mod sockets;
+mod upgrading;
+
+pub(crate) use metrics::serve_metrics;
+pub(crate) use sockets::{bind, bind_restricted, Listener, SocketAccess};
+pub(crate) use upgrading::{MovingConnection, Upgrading};
+
 use crate::{
-    connection::{Conn, Connection, Fill, Home, OpenConnections, Read},
-    dispatch::{Dispatcher, Serves},
-    executor::Executor,
-    frame::Frames,
-    handoff,
-    place::Place,
-    rpc,
+    runtime::connection::{Conn, Connection, Fill, Home, OpenConnections, Read},
+    runtime::dispatch::{Dispatcher, Serves},
+    runtime::executor::Executor,
+    runtime::place::Place,
+    wire::frame::Frames,
+    wire::rpc,
 };
 use rmpv::Value;
 use std::{
     collections::HashMap,
     io,
     os::fd::{AsFd, AsRawFd, OwnedFd},
-    os::unix::fs::FileTypeExt,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{atomic::AtomicUsize, Arc},
     time::Duration,
 };
 use tokio::{
-    io::{unix::AsyncFd, AsyncReadExt, AsyncWriteExt, Interest},
-    net::{UnixListener, UnixStream},
+    io::{unix::AsyncFd, AsyncWriteExt, Interest},
+    net::UnixStream,
     runtime::Handle,
     task::JoinSet,
 };
@@ -36,95 +42,6 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// A bound socket and what it serves.
-pub struct Listener {
-    /// `<name>.socket`: what a successor binds it as (`serve --upgrade`).
-    pub name: String,
-    pub path: PathBuf,
-    pub serves: Serves,
-    listener: UnixListener,
-}
-
-/// Who may connect to the sockets: Kong's nginx workers must, nobody else should.
-#[derive(Clone, Copy, Debug)]
-pub struct SocketAccess {
-    /// Permission bits of each socket file (default 0660).
-    pub mode: u32,
-    /// Group to give the sockets, e.g. the group Kong's workers run as.
-    pub group: Option<libc::gid_t>,
-}
-
-/// Binds `<socket_dir>/<name>.socket` for each (name, what it serves), replacing stale socket
-/// files, or takes the socket from `inherited` (handed over by the host this one replaces).
-/// Call within the tokio runtime.
-pub fn bind(
-    socket_dir: &Path,
-    sockets: &[(String, Serves)],
-    access: SocketAccess,
-    inherited: &mut HashMap<String, OwnedFd>,
-) -> io::Result<Vec<Listener>> {
-    sockets
-        .iter()
-        .map(|(name, serves)| {
-            let path = socket_dir.join(format!("{name}.socket"));
-            let listener = match inherited.remove(name) {
-                Some(fd) => {
-                    let listener = std::os::unix::net::UnixListener::from(fd);
-                    listener.set_nonblocking(true)?;
-                    UnixListener::from_std(listener)?
-                }
-                None => {
-                    remove_stale(&path)?;
-                    bind_restricted(&path, access).map_err(|error| {
-                        io::Error::new(
-                            error.kind(),
-                            format!("cannot bind {}: {error}", path.display()),
-                        )
-                    })?
-                }
-            };
-            Ok(Listener {
-                name: name.clone(),
-                path,
-                serves: serves.clone(),
-                listener,
-            })
-        })
-        .collect()
-}
-
-/// Binds with a umask that leaves the socket usable by its owner only, then opens it up to
-/// `access`: no window in which others could connect. Runs at start-up, before anything else in
-/// the process creates files, so the process-wide umask change is harmless.
-pub(crate) fn bind_restricted(path: &Path, access: SocketAccess) -> io::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
-    // SAFETY: umask has no preconditions; the previous mask is restored below.
-    let previous = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    unsafe { libc::umask(previous) };
-    let listener = bound?;
-    if let Some(gid) = access.group {
-        std::os::unix::fs::chown(path, None, Some(gid))?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(access.mode))?;
-    Ok(listener)
-}
-
-fn remove_stale(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            ),
-        )),
-        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error),
-    }
-}
-
 /// The sockets' side of a serving host: accepts Kong's connections, watches the idle ones, and
 /// runs the busy ones on plugin threads.
 pub struct Server {
@@ -136,7 +53,7 @@ pub struct Server {
     /// What each socket name serves, for connections a predecessor hands over.
     serves: HashMap<String, Serves>,
     /// Set when a successor takes over (`serve --upgrade`): connections move to it.
-    pub outgoing: Arc<handoff::Outgoing>,
+    pub(crate) upgrading: Upgrading,
     /// Copies of the listening sockets, by name, to hand to a successor.
     pub(crate) listener_fds: Vec<(String, OwnedFd)>,
     /// The plugin threads, which read and answer busy connections.
@@ -187,7 +104,7 @@ impl Server {
                 .iter()
                 .map(|l| (l.name.clone(), l.serves.clone()))
                 .collect(),
-            outgoing: Arc::default(),
+            upgrading: Upgrading::default(),
             executor,
             runtime: Handle::current(),
         }))
@@ -213,7 +130,7 @@ impl Server {
             accepting.spawn(Arc::clone(self).accept(listener));
         }
         let reaper = tokio::spawn(reap(Arc::clone(&self.dispatcher)));
-        let mut ready = self.outgoing.ready.subscribe();
+        let mut ready = self.upgrading.ready.subscribe();
         let stopped = tokio::select! {
             _ = shutdown => Stopped::Signal,
             _ = ready.wait_for(|ready| *ready) => Stopped::HandedOver,
@@ -228,7 +145,7 @@ impl Server {
             }
             Stopped::HandedOver => {
                 tracing::info!("the new host accepts now: handing over open connections");
-                self.outgoing.finished.notified().await;
+                self.upgrading.finished.notified().await;
             }
         }
         reaper.abort();
@@ -358,7 +275,7 @@ impl Server {
                 return;
             }
         };
-        let mut handing_over = self.outgoing.ready.subscribe();
+        let mut handing_over = self.upgrading.ready.subscribe();
         loop {
             match conn.frames.next_message() {
                 Ok(Some(message)) => {
@@ -437,7 +354,7 @@ impl Server {
     /// process's own events are answered here.
     fn hands_over(&self, conn: &Conn, message: Option<&Value>) -> bool {
         conn.transferable
-            && self.outgoing.handing_over()
+            && self.upgrading.under_way()
             && !message.is_some_and(|message| self.dispatcher.owns_step(message))
     }
 
@@ -454,7 +371,7 @@ impl Server {
             rmpv::encode::write_value(&mut buffered, &message).expect("Vec write");
         }
         buffered.extend_from_slice(frames.buffer());
-        self.outgoing.transfer(handoff::Transfer {
+        self.upgrading.hand_over(MovingConnection {
             name: name.to_string(),
             buffered,
             fd: stream.into(),
@@ -491,39 +408,5 @@ async fn reap(dispatcher: Arc<Dispatcher>) {
     loop {
         tokio::time::sleep(period).await;
         dispatcher.reclaim_abandoned();
-    }
-}
-
-/// Serves `GET /metrics` (Prometheus text format) on a loopback TCP address until dropped.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, dispatcher: Arc<Dispatcher>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let dispatcher = Arc::clone(&dispatcher);
-        tokio::spawn(async move {
-            // A request head, bounded: this endpoint has no business with anything bigger.
-            let mut head = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
-                    _ => return,
-                }
-            }
-            let response = if head.starts_with(b"GET /metrics ")
-                || head.starts_with(b"GET /metrics?")
-            {
-                let body = dispatcher.prometheus();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-        });
     }
 }

@@ -33,8 +33,8 @@
 //! `/usr/local/kong/<name>.socket`), query command `/usr/local/bin/<name> -dump`.
 
 use crate::{
+    cli::dump,
     cli::{self, Logging, ServeOptions},
-    dump,
     loader::LoadedPlugin,
 };
 use clap::{CommandFactory, FromArgMatches, Parser};

@@ -6,7 +6,7 @@
 //! instance is dropped when the last id referring to it is closed (and the last event using it
 //! has finished).
 
-use crate::{ids::InstanceIds, loader::LoadedPlugin, sharded::ShardedMap};
+use crate::{loader::LoadedPlugin, runtime::ids::InstanceIds, runtime::sharded::ShardedMap};
 use kong_rust_pdk::abi::PluginInstanceBox;
 use parking_lot::Mutex;
 use std::{
@@ -49,6 +49,15 @@ struct IdEntry {
     slot: Arc<Slot>,
     key: Arc<ConfigKey>,
     started_at: u64,
+}
+
+/// A live instance id of the host this one replaces (`serve --upgrade`), to keep serving under
+/// the same id.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Adopted {
+    pub id: i64,
+    pub plugin: String,
+    pub config: serde_json::Value,
 }
 
 pub struct Instances {
