@@ -74,7 +74,7 @@ pub fn main<P: Exported>() -> ExitCode {
         load().map(|plugin| println!("{}", dump::dump(&plugin)))
     } else {
         cli::start_serving(&cli.options, P::NAME, load)
-            .and_then(|(serving, plugin)| cli::serve_plugins(plugin, None, &cli.options, serving))
+            .and_then(|(serving, plugin)| cli::run_host(plugin, None, &cli.options, serving))
     };
     cli::exit_code(result)
 }

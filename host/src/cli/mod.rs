@@ -238,7 +238,7 @@ pub(crate) struct ServeOptions {
     socket_mode: u32,
     /// Group (name or number) to give the socket files.
     #[arg(long, value_parser = parse_group)]
-    socket_group: Option<libc::gid_t>,
+    socket_group: Option<u32>,
     /// Seconds a handler may run plugin code between two PDK calls before its event is
     /// reclaimed (Kong's request then gets an error). Kong's own read timeout is 60 s.
     #[arg(long, default_value_t = 65)]
@@ -317,18 +317,15 @@ fn parse_mode(text: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{text:?} is not an octal permission mode like 0660"))
 }
 
-fn parse_group(text: &str) -> Result<libc::gid_t, String> {
+fn parse_group(text: &str) -> Result<u32, String> {
     if let Ok(gid) = text.parse() {
         return Ok(gid);
     }
-    let name = std::ffi::CString::new(text).map_err(|_| format!("bad group name {text:?}"))?;
-    // SAFETY: getgrnam reads a NUL-terminated name; the result is read at once, before any
-    // other call could reuse its static buffer (this runs once, while parsing arguments).
-    let group = unsafe { libc::getgrnam(name.as_ptr()) };
-    if group.is_null() {
-        return Err(format!("no group named {text:?}"));
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!("no group named {text:?}")),
+        Err(error) => Err(format!("cannot look up group {text:?}: {error}")),
     }
-    Ok(unsafe { (*group).gr_gid })
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
@@ -349,7 +346,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     let (serving, plugins) = start_serving(&args.options, "kong-rust-host", || {
         load_plugins(&args.plugins_dir).and_then(only)
     })?;
-    serve_plugins(plugins, args.single_socket, &args.options, serving)
+    run_host(plugins, args.single_socket, &args.options, serving)
 }
 
 /// The right to serve a socket dir, and what the host this one replaces handed over.
@@ -412,7 +409,7 @@ pub(crate) fn start_serving(
 
 /// Serves `plugins` until a signal (one socket each, or all on `single_socket`), holding the
 /// socket dir's lock throughout, or until a successor takes over.
-pub(crate) fn serve_plugins(
+pub(crate) fn run_host(
     plugins: Vec<loader::LoadedPlugin>,
     single_socket: Option<String>,
     options: &ServeOptions,
@@ -430,10 +427,15 @@ pub(crate) fn serve_plugins(
         .thread_name("socket")
         .build()
         .map_err(|error| format!("cannot start the runtime: {error}"))?;
-    runtime.block_on(serve_on_runtime(plugins, single_socket, options, serving))
+    runtime.block_on(run_host_on_runtime(
+        plugins,
+        single_socket,
+        options,
+        serving,
+    ))
 }
 
-async fn serve_on_runtime(
+async fn run_host_on_runtime(
     plugins: Vec<loader::LoadedPlugin>,
     single_socket: Option<String>,
     options: &ServeOptions,
@@ -487,7 +489,10 @@ async fn serve_on_runtime(
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
-        tokio::spawn(serve::serve_metrics(listener, Arc::clone(&dispatcher)));
+        tokio::spawn(serve::run_metrics_endpoint(
+            listener,
+            Arc::clone(&dispatcher),
+        ));
     }
     if let Some(control) = control {
         control
@@ -569,15 +574,14 @@ async fn shutdown_signal() {
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     let orphaned = async {
-        // SAFETY: getppid has no preconditions.
-        let parent = unsafe { libc::getppid() };
-        if parent == 1 {
+        let parent = nix::unistd::getppid();
+        if parent == nix::unistd::Pid::from_raw(1) {
             // Started by init/systemd (or a container's pid 1): there is no worker to outlive.
             std::future::pending::<()>().await;
         }
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if unsafe { libc::getppid() } != parent {
+            if nix::unistd::getppid() != parent {
                 return;
             }
         }

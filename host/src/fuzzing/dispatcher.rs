@@ -62,7 +62,7 @@ pub fn dispatcher(data: &[u8]) {
         };
         let server = Server::new(Arc::clone(&dispatcher), executor(), limits, &[])
             .expect("a server without sockets");
-        server.serve_stream(host, serves);
+        server.adopt_stream(host, serves);
         server
     };
     let mut connection = Connection {

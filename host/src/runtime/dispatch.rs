@@ -6,9 +6,11 @@ use crate::{
     runtime::events::{Answer, Event, Events, Pending, Yield},
     runtime::ids::EventIds,
     runtime::instances::{Adopted, Instances, Live},
+    runtime::memory,
     runtime::metrics::{self, Ending, PluginStats},
     runtime::place::Place,
     runtime::throttle::Throttle,
+    runtime::unix_now,
     wire::rpc::{self, MsgId, Request, StepData, StepResult},
 };
 use kong_rust_pdk::abi::{Phase, PhaseErrorKind};
@@ -19,7 +21,7 @@ use std::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, Weak,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 /// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
@@ -566,6 +568,10 @@ impl Dispatcher {
                 Value::from("EventsInFlight"),
                 Value::from(self.events.in_flight() as u64),
             ),
+            (
+                Value::from("AllocatedBytes"),
+                memory::allocated_bytes().map_or(Value::Nil, Value::from),
+            ),
         ])
     }
 }
@@ -607,13 +613,6 @@ fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
         }
         Phase::Certificate | Phase::Log => None,
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Events reclaimed because Kong never answered a PDK call: `{phase: {method: count}}`.

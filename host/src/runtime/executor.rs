@@ -5,6 +5,7 @@
 //! demand up to a limit and idle threads exit, so a burst of slow events cannot starve the others,
 //! and no plugin code ever runs on (or blocks) the tokio threads that own the sockets.
 
+use super::memory;
 use crossbeam_channel::{Receiver, Sender};
 use std::{
     panic::{self, AssertUnwindSafe},
@@ -37,6 +38,7 @@ struct Shared {
 
 impl Executor {
     pub fn new(max_threads: usize) -> Self {
+        memory::bound_allocator_arenas();
         let (jobs, queue) = crossbeam_channel::unbounded();
         Executor {
             jobs,
@@ -103,22 +105,12 @@ impl Shared {
                     // Exit when idle, but only if no job slipped in meanwhile.
                     self.threads.fetch_sub(1, Ordering::AcqRel);
                     if self.queue.is_empty() {
-                        give_back_freed_memory();
+                        memory::give_back_freed();
                         return;
                     }
                     self.threads.fetch_add(1, Ordering::AcqRel);
                 }
             }
         }
-    }
-}
-
-/// Returns the memory a burst's threads freed to the system: glibc keeps it in per-thread
-/// arenas otherwise, and the host's RSS would stay at its peak after every burst.
-fn give_back_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only releases free heap pages.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

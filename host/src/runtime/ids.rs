@@ -8,11 +8,11 @@
 //! Event ids need no file: they live for one request, so starting each process at the current
 //! time in microseconds keeps them apart (and below 2^53, which Kong's Lua numbers hold exactly).
 
+use nix::fcntl::{Flock, FlockArg};
 use parking_lot::Mutex;
 use std::{
     fs::OpenOptions,
     io::{Read, Seek, Write},
-    os::fd::AsRawFd,
     path::PathBuf,
     sync::atomic::{AtomicU64, Ordering},
     time::{SystemTime, UNIX_EPOCH},
@@ -56,16 +56,15 @@ impl InstanceIds {
 
     /// Reserves the next block under an exclusive lock (several hosts may share a socket dir).
     fn reserve(&self) -> std::io::Result<i64> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&self.state_file)?;
-        // SAFETY: flock on a descriptor we own; released when `file` is closed.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Released when `file` is dropped.
+        let mut file = Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| std::io::Error::from(errno))?;
         let mut text = String::new();
         file.read_to_string(&mut text)?;
         let last: i64 = text.trim().parse().unwrap_or(0);

@@ -6,14 +6,13 @@
 //! instance is dropped when the last id referring to it is closed (and the last event using it
 //! has finished).
 
-use crate::{loader::LoadedPlugin, runtime::ids::InstanceIds, runtime::sharded::ShardedMap};
+use crate::{
+    loader::LoadedPlugin, runtime::ids::InstanceIds, runtime::sharded::ShardedMap,
+    runtime::unix_now,
+};
 use kong_rust_pdk::abi::PluginInstanceBox;
 use parking_lot::Mutex;
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, sync::Arc};
 
 /// A constructed plugin instance.
 pub struct Live {
@@ -253,13 +252,6 @@ pub fn canonical_config(json: &[u8]) -> Result<serde_json::Value, String> {
     };
     fields.retain(|key, _| !key.starts_with("__"));
     Ok(config)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

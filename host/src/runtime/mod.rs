@@ -8,7 +8,16 @@ pub(crate) mod events;
 pub(crate) mod executor;
 pub(crate) mod ids;
 pub(crate) mod instances;
+pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod place;
 pub(crate) mod sharded;
 pub(crate) mod throttle;
+
+/// Seconds since the Unix epoch: Kong's `StartTime`s.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Serves `GET /metrics` (Prometheus text format) on a loopback TCP address until dropped.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, dispatcher: Arc<Dispatcher>) {
+pub async fn run_metrics_endpoint(listener: tokio::net::TcpListener, dispatcher: Arc<Dispatcher>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             continue;

@@ -5,7 +5,7 @@ mod metrics;
 mod sockets;
 mod upgrading;
 
-pub(crate) use metrics::serve_metrics;
+pub(crate) use metrics::run_metrics_endpoint;
 pub(crate) use sockets::{bind, bind_restricted, Listener, SocketAccess};
 pub(crate) use upgrading::{MovingConnection, Upgrading};
 
@@ -231,7 +231,7 @@ impl Server {
     /// Serves a connection made elsewhere, as if accepted on a socket that `serves` (without the
     /// serverPid notification): the fuzz target's way in.
     #[cfg(feature = "fuzzing")]
-    pub fn serve_stream(self: &Arc<Self>, stream: std::os::unix::net::UnixStream, serves: Serves) {
+    pub fn adopt_stream(self: &Arc<Self>, stream: std::os::unix::net::UnixStream, serves: Serves) {
         let slot = self.open.take(self.limits.max_connections);
         self.conn(stream, Arc::from("fuzz"), serves, slot, Vec::new())
             .park();
@@ -239,7 +239,7 @@ impl Server {
 
     /// Serves the predecessor's end of a forwarding connection: never counted, never handed
     /// over (it is how the successor reaches this process's events).
-    pub fn serve_forwarded(self: &Arc<Self>, stream: std::os::unix::net::UnixStream) {
+    pub fn accept_forwarding(self: &Arc<Self>, stream: std::os::unix::net::UnixStream) {
         let conn = self.conn(stream, Arc::from(""), Serves::All, None, Vec::new());
         conn.park();
     }
@@ -308,7 +308,7 @@ impl Server {
 
     /// Runs on a plugin thread: answers `conn`'s messages, starting with `next`, for as long as
     /// this thread holds it.
-    fn serve(self: Arc<Self>, mut conn: Conn, mut next: Option<Value>) {
+    fn answer_on_this_thread(self: Arc<Self>, mut conn: Conn, mut next: Option<Value>) {
         loop {
             let message = match next.take() {
                 Some(message) => message,
@@ -388,7 +388,7 @@ impl Home for Server {
             let server = Arc::clone(&self);
             return self
                 .executor
-                .spawn(move || server.serve(conn, Some(message)));
+                .spawn(move || server.answer_on_this_thread(conn, Some(message)));
         }
         if let Some(answered_on) = self.dispatcher.dispatch(conn, message) {
             answered_on.park();

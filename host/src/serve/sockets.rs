@@ -1,6 +1,7 @@
 //! Binding the plugin sockets, for Kong's workers and nobody else.
 
 use crate::runtime::dispatch::Serves;
+use nix::sys::stat::{umask, Mode};
 use std::{
     collections::HashMap,
     io,
@@ -25,7 +26,7 @@ pub struct SocketAccess {
     /// Permission bits of each socket file (default 0660).
     pub mode: u32,
     /// Group to give the sockets, e.g. the group Kong's workers run as.
-    pub group: Option<libc::gid_t>,
+    pub group: Option<u32>,
 }
 
 /// Binds `<socket_dir>/<name>.socket` for each (name, what it serves), replacing stale socket
@@ -72,10 +73,9 @@ pub fn bind(
 /// the process creates files, so the process-wide umask change is harmless.
 pub(crate) fn bind_restricted(path: &Path, access: SocketAccess) -> io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: umask has no preconditions; the previous mask is restored below.
-    let previous = unsafe { libc::umask(0o177) };
+    let previous = umask(Mode::from_bits_truncate(0o177));
     let bound = UnixListener::bind(path);
-    unsafe { libc::umask(previous) };
+    umask(previous);
     let listener = bound?;
     if let Some(gid) = access.group {
         std::os::unix::fs::chown(path, None, Some(gid))?;

@@ -68,7 +68,9 @@ impl ServingLock {
     }
 }
 
-/// `flock(2)`; `Ok(false)` when a non-blocking attempt finds the lock taken.
+/// `flock(2)`; `Ok(false)` when a non-blocking attempt finds the lock taken. Not nix's `Flock`:
+/// that unlocks when dropped, and the lock here must outlive this process's descriptor when a
+/// successor shares the same open file (`serve --upgrade`).
 fn flock(file: &File, operation: i32) -> io::Result<bool> {
     loop {
         // SAFETY: flock on a descriptor `file` owns.

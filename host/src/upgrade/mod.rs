@@ -124,7 +124,7 @@ fn hand_over(
     let (ours, theirs) = UnixStream::pair()?;
     ours.set_nonblocking(true)?;
     let _guard = runtime.enter();
-    server.serve_forwarded(ours);
+    server.accept_forwarding(ours);
     send(stream, &Message::Lock, Some(lock.as_raw_fd()))?;
     send(stream, &Message::Forward, Some(theirs.as_raw_fd()))?;
     for (name, fd) in &server.listener_fds {
