@@ -379,3 +379,15 @@ pub fn proc_status(pid: u32, key: &str) -> u64 {
         .and_then(|value| value.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("{key} in {status}"))
 }
+
+/// A rust-hello instance (config `{"message":"hi"}`) started on `host`, and the Kong client
+/// that started it.
+pub async fn hello_instance(host: &Host) -> (kong_driver::KongClient, i64) {
+    let kong = kong_driver::KongClient::new(host.socket("rust-hello"));
+    let id = kong
+        .start_instance("rust-hello", r#"{"message":"hi"}"#)
+        .await
+        .unwrap()
+        .id;
+    (kong, id)
+}

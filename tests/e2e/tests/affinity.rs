@@ -3,7 +3,7 @@
 //! way Kong takes when a PDK call yields inside it: a new event on the connection a handler
 //! waits on, the Step on another connection; a handler that blocks; many idle connections.
 
-use e2e::{artifacts, get, proc_status, Setup};
+use e2e::{artifacts, get, hello_instance, proc_status, Setup};
 use kong_driver::{
     run_event, step_method_for, Conn, EventEnd, KongClient, LuaValue, PdkResponder, SimRequest,
     StepData, StepReply,
@@ -40,12 +40,7 @@ async fn finish_on(conn: &mut Conn, mut reply: StepReply, request: &mut SimReque
 async fn a_new_event_on_a_waiting_handlers_connection_and_its_step_on_another() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = hello_instance(&host).await;
     let mut one = kong.connection().await.unwrap();
     let mut two = kong.connection().await.unwrap();
     let mut request_a = SimRequest::new().header("host", "a.example");
@@ -93,12 +88,7 @@ async fn every_step_delivered_from_another_connection() {
     const EVENTS: usize = 16;
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = hello_instance(&host).await;
     let mut conns = Vec::new();
     for _ in 0..EVENTS + 1 {
         conns.push(kong.connection().await.unwrap());
@@ -245,12 +235,7 @@ async fn four_thousand_idle_connections_and_a_thousand_events_in_flight() {
     const RSS_LIMIT_KB: u64 = 64 * 1024;
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&["--max-events-per-plugin", "1024"]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = hello_instance(&host).await;
     // With the pooled one StartInstance used: `--max-connections` (4,096) open in all.
     let mut conns = Vec::with_capacity(CONNECTIONS);
     for _ in 1..CONNECTIONS {

@@ -5,7 +5,9 @@
 //! A silent event here is what Kong leaves behind: HandleEvent, read the host's first PDK call,
 //! close the connection.
 
-use e2e::{artifacts, free_loopback_port, get, http_get, proc_status, run_host, Setup};
+use e2e::{
+    artifacts, free_loopback_port, get, hello_instance, http_get, proc_status, run_host, Setup,
+};
 use kong_driver::{run_event, EventEnd, KongClient, LuaValue, SimRequest, StepData};
 use std::time::{Duration, Instant};
 
@@ -24,16 +26,6 @@ fn pdk_method(data: &StepData) -> &str {
         StepData::Call { method, .. } => method,
         StepData::Ret => "ret",
     }
-}
-
-async fn hello(host: &e2e::Host) -> (KongClient, i64) {
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
-    (kong, id)
 }
 
 async fn status(kong: &KongClient) -> rmpv::Value {
@@ -72,7 +64,7 @@ async fn normal_request(kong: &KongClient, id: i64) {
 async fn three_hundred_silent_events_then_a_normal_request_is_served() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&[]);
-    let (kong, id) = hello(&host).await;
+    let (kong, id) = hello_instance(&host).await;
     for i in 0..300 {
         let started = Instant::now();
         let first = silent_event(&kong, id).await;
@@ -111,7 +103,7 @@ async fn silent_events_are_reclaimed_after_the_kong_step_timeout_and_named_every
     let port = free_loopback_port();
     let listen = format!("127.0.0.1:{port}");
     let host = setup.start(&["--kong-step-timeout", "1", "--metrics-listen", &listen]);
-    let (kong, id) = hello(&host).await;
+    let (kong, id) = hello_instance(&host).await;
     for _ in 0..5 {
         silent_event(&kong, id).await;
     }
@@ -233,7 +225,7 @@ async fn settled(kong: &KongClient, pid: u32) -> (u64, usize, u64, u64) {
 async fn bursts_of_ten_thousand_silent_events_leave_nothing_behind() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&["--kong-step-timeout", "1"]);
-    let (kong, id) = hello(&host).await;
+    let (kong, id) = hello_instance(&host).await;
     let burst = |events: usize| {
         let tasks: Vec<_> = (0..64)
             .map(|task| {
