@@ -3,9 +3,14 @@
 
 use kong_rust_pdk::abi::Phase;
 use parking_lot::Mutex;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{prometheus_text, DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Registry,
+};
 use std::{
     collections::BTreeMap,
-    fmt::Write,
     sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
@@ -146,6 +151,7 @@ impl PluginStats {
     }
 }
 
+#[derive(Debug)]
 pub struct PhaseSnapshot {
     pub phase: Phase,
     pub counters: Vec<(&'static str, u64)>,
@@ -154,75 +160,129 @@ pub struct PhaseSnapshot {
     pub latency_sum_us: u64,
 }
 
-/// The Prometheus text exposition of every plugin's statistics.
+/// Counters of every plugin and phase, as (name, help), the names of [`PhaseSnapshot::counters`].
+const COUNTERS: [(&str, &str); 7] = [
+    ("events", "Events (phase handler runs) that ended, however they ended"),
+    ("pdk_calls", "PDK calls handlers made"),
+    ("exits", "Events a handler ended with kong.response.exit or kong.response.error"),
+    ("errors", "Events whose handler returned an error (the request got a 500 unless the plugin fails open)"),
+    ("panics", "Events whose handler panicked (the request got a 500 unless the plugin fails open)"),
+    ("abandoned", "Events given up: Kong stopped answering, or the handler overran --event-timeout"),
+    ("refused", "Events refused at --max-events-per-plugin"),
+];
+
+/// The Prometheus text exposition (format 0.0.4) of every plugin's statistics.
 pub fn prometheus<'a>(
     plugins: impl IntoIterator<Item = (&'a str, &'a PluginStats)>,
     events_in_flight: usize,
 ) -> String {
-    let mut out = String::new();
-    let mut counters: Vec<(String, String)> = Vec::new();
-    let mut histograms = String::new();
-    for (plugin, stats) in plugins {
-        for (phase, method, count) in stats.reclaimed_snapshot() {
-            counters.push((
-                "reclaimed_events".to_string(),
-                format!(
-                    "kong_rust_host_reclaimed_events_total{{plugin=\"{plugin}\",phase=\"{phase}\",method=\"{}\"}} {count}\n",
-                    escape_label(&method)
-                ),
-            ));
-        }
-        for phase in stats.snapshot() {
-            let labels = format!("plugin=\"{plugin}\",phase=\"{}\"", phase.phase);
-            for (name, value) in &phase.counters {
-                counters.push((
-                    name.to_string(),
-                    format!("kong_rust_host_{name}_total{{{labels}}} {value}\n"),
-                ));
-            }
-            for (bound, count) in BUCKETS_US
-                .iter()
-                .map(|b| (*b as f64 / 1e6).to_string())
-                .chain(["+Inf".to_string()])
-                .zip(&phase.cumulative_buckets)
-            {
-                let _ = writeln!(histograms, "kong_rust_host_event_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {count}");
-            }
-            let _ = writeln!(
-                histograms,
-                "kong_rust_host_event_duration_seconds_sum{{{labels}}} {}",
-                phase.latency_sum_us as f64 / 1e6
-            );
-            let _ = writeln!(
-                histograms,
-                "kong_rust_host_event_duration_seconds_count{{{labels}}} {}",
-                phase.cumulative_buckets.last().copied().unwrap_or(0)
-            );
-        }
-    }
-    counters.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut last = String::new();
-    for (name, line) in counters {
-        if name != last {
-            let _ = writeln!(out, "# TYPE kong_rust_host_{name}_total counter");
-            last = name;
-        }
-        out.push_str(&line);
-    }
-    if !histograms.is_empty() {
-        out.push_str("# TYPE kong_rust_host_event_duration_seconds histogram\n");
-        out.push_str(&histograms);
-    }
-    let _ = writeln!(out, "# TYPE kong_rust_host_events_in_flight gauge\nkong_rust_host_events_in_flight {events_in_flight}");
-    out
+    let exposition = Exposition {
+        plugins: plugins
+            .into_iter()
+            .map(|(name, stats)| PluginExposition {
+                name: name.to_string(),
+                phases: stats.snapshot(),
+                reclaimed: stats.reclaimed_snapshot(),
+            })
+            .collect(),
+        events_in_flight: events_in_flight as u64,
+    };
+    let mut registry = Registry::with_prefix("kong_rust_host");
+    registry.register_collector(Box::new(exposition));
+    let mut text = String::new();
+    prometheus_text::encode(&mut text, &registry).expect("writing to a String");
+    text
 }
 
-/// A label value as Prometheus text requires: backslash, double quote and newline escaped.
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One scrape's figures, written out by prometheus-client.
+#[derive(Debug)]
+struct Exposition {
+    plugins: Vec<PluginExposition>,
+    events_in_flight: u64,
+}
+
+#[derive(Debug)]
+struct PluginExposition {
+    name: String,
+    phases: Vec<PhaseSnapshot>,
+    reclaimed: Vec<(Phase, String, u64)>,
+}
+
+impl Collector for Exposition {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for (counter, help) in COUNTERS {
+            let mut metric = encoder.encode_descriptor(counter, help, None, MetricType::Counter)?;
+            for plugin in &self.plugins {
+                for phase in &plugin.phases {
+                    let value = phase
+                        .counters
+                        .iter()
+                        .find(|(name, _)| *name == counter)
+                        .map_or(0, |(_, value)| *value);
+                    let labels = [
+                        ("plugin", plugin.name.as_str()),
+                        ("phase", phase.phase.as_str()),
+                    ];
+                    ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "reclaimed_events",
+            "Events reclaimed because Kong never answered a PDK call, by the call",
+            None,
+            MetricType::Counter,
+        )?;
+        for plugin in &self.plugins {
+            for (phase, method, count) in &plugin.reclaimed {
+                let labels = [
+                    ("plugin", plugin.name.as_str()),
+                    ("phase", phase.as_str()),
+                    ("method", method.as_str()),
+                ];
+                ConstCounter::new(*count).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "event_duration_seconds",
+            "Event durations, from HandleEvent to the final answer",
+            None,
+            MetricType::Histogram,
+        )?;
+        for plugin in &self.plugins {
+            for phase in &plugin.phases {
+                let labels = [
+                    ("plugin", plugin.name.as_str()),
+                    ("phase", phase.phase.as_str()),
+                ];
+                let bounds = BUCKETS_US
+                    .iter()
+                    .map(|bound| *bound as f64 / 1e6)
+                    .chain([f64::INFINITY]);
+                let mut below = 0;
+                let buckets: Vec<(f64, u64)> = bounds
+                    .zip(&phase.cumulative_buckets)
+                    .map(|(bound, cumulative)| {
+                        let in_bucket = cumulative - below;
+                        below = *cumulative;
+                        (bound, in_bucket)
+                    })
+                    .collect();
+                let count = phase.cumulative_buckets.last().copied().unwrap_or(0);
+                let sum = phase.latency_sum_us as f64 / 1e6;
+                metric
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+            }
+        }
+        let metric = encoder.encode_descriptor(
+            "events_in_flight",
+            "Events running or waiting for Kong now",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.events_in_flight as i64).encode(metric)
+    }
 }
 
 #[cfg(test)]
@@ -247,5 +307,15 @@ mod tests {
             "kong_rust_host_event_duration_seconds_count{plugin=\"rust-x\",phase=\"access\"} 2\n"
         ));
         assert!(text.ends_with("kong_rust_host_events_in_flight 3\n"));
+        assert!(text.contains("# HELP kong_rust_host_panics_total Events whose handler panicked"));
+        // Label values are escaped: a PDK method name is whatever the plugin sent.
+        stats.reclaimed(Phase::Access, "kong.odd\"name\\x\n");
+        let text = prometheus([("rust-x", &stats)], 0);
+        assert!(
+            text.contains(
+                "kong_rust_host_reclaimed_events_total{plugin=\"rust-x\",phase=\"access\",method=\"kong.odd\\\"name\\\\x\\n\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 }

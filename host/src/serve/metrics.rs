@@ -1,6 +1,7 @@
 //! The Prometheus endpoint (`--metrics-listen`, loopback only).
 
 use crate::runtime::dispatch::Dispatcher;
+use prometheus_client::encoding::prometheus_text;
 use std::{sync::Arc, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,7 +27,8 @@ pub async fn run_metrics_endpoint(listener: tokio::net::TcpListener, dispatcher:
             {
                 let body = dispatcher.prometheus();
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    prometheus_text::CONTENT_TYPE,
                     body.len()
                 )
             } else {
