@@ -7,7 +7,7 @@
 //! has finished).
 
 use crate::{ids::InstanceIds, loader::LoadedPlugin, sharded::ShardedMap};
-use kong_rust_pdk::abi::PluginInstanceBox;
+use kong_rust_abi::PluginInstanceBox;
 use parking_lot::Mutex;
 use std::{
     collections::HashMap,

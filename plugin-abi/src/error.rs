@@ -35,6 +35,7 @@ pub struct Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
@@ -47,10 +48,12 @@ impl Error {
         Error::new(ErrorKind::Plugin, message)
     }
 
+    /// What went wrong, to react to it.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// The message, as `Display` prints it.
     pub fn message(&self) -> &str {
         &self.message
     }

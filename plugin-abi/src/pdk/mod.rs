@@ -58,7 +58,8 @@ pub use nginx::{Nginx, Statistics, Subsystem};
 pub use node::{Memory, MemoryStats, MemoryUnit, Node, SharedDictMemory, WorkerMemory};
 pub use plugin::PluginInfo;
 pub use request::{QueryArg, Request, UriCaptures};
-pub(crate) use response::default_error_message;
+#[doc(hidden)]
+pub use response::default_error_message;
 pub use response::{Response, Source};
 pub use router::Router;
 pub use service::{Scheme, Service, ServiceRequest, ServiceResponse};
@@ -75,19 +76,33 @@ use rmpv::Value;
 /// Lua's `kong.service.request.set_header("x", "1")` is Rust's
 /// `kong.service.request.set_header("x", "1")?`.
 pub struct Kong<'a> {
+    /// `kong.client`.
     pub client: Client<'a>,
+    /// `kong.cluster`.
     pub cluster: Cluster<'a>,
+    /// `kong.ctx`.
     pub ctx: Ctx<'a>,
+    /// `kong.ip`.
     pub ip: Ip<'a>,
+    /// `kong.log`.
     pub log: Log<'a>,
+    /// `kong.nginx`.
     pub nginx: Nginx<'a>,
+    /// `kong.node`.
     pub node: Node<'a>,
+    /// `kong.plugin`.
     pub plugin: PluginInfo<'a>,
+    /// `kong.request`.
     pub request: Request<'a>,
+    /// `kong.response`.
     pub response: Response<'a>,
+    /// `kong.router`.
     pub router: Router<'a>,
+    /// `kong.service`.
     pub service: Service<'a>,
+    /// `kong.telemetry`.
     pub telemetry: Telemetry<'a>,
+    /// `kong.vault`.
     pub vault: Vault<'a>,
     bridge: Bridge<'a>,
 }

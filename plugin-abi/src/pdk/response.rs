@@ -184,7 +184,7 @@ fn check_status(method: &str, status: u16, range: RangeInclusive<u16>) -> Result
 }
 
 /// Kong's message for an error status when `kong.response.error` gets none.
-pub(crate) fn default_error_message(status: u16) -> String {
+pub fn default_error_message(status: u16) -> String {
     let known = match status {
         400 => "Bad request",
         401 => "Unauthorized",

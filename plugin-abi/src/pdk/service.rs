@@ -85,11 +85,14 @@ pub struct ServiceRequest<'a> {
 /// The scheme Kong uses upstream (`kong.service.request.set_scheme`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// `http`.
     Http,
+    /// `https`.
     Https,
 }
 
 impl Scheme {
+    /// The name Kong takes: `"http"` or `"https"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
@@ -106,6 +109,7 @@ impl ServiceRequest<'_> {
             .call_unit("kong.service.request.enable_buffering", vec![])
     }
 
+    /// The scheme used to reach the service (`kong.service.request.set_scheme`).
     pub fn set_scheme(&self, scheme: Scheme) -> Result<()> {
         self.bridge.call_unit(
             "kong.service.request.set_scheme",

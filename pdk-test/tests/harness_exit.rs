@@ -2,7 +2,7 @@
 //! log, and failing handlers get the host's 500.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{
+use kong_rust_pdk_test::{
     FailureKind, LogLevel, Phase, PluginTest, Source, TestRequest, REQUEST_ID,
 };
 
@@ -68,7 +68,7 @@ impl Plugin for Gate {
     }
 }
 
-fn run(request: TestRequest) -> kong_rust_pdk::testing::Outcome {
+fn run(request: TestRequest) -> kong_rust_pdk_test::Outcome {
     PluginTest::<Gate>::new("{}").unwrap().run(request)
 }
 

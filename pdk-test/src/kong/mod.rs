@@ -11,7 +11,7 @@ mod service;
 mod support;
 
 use super::{http, lua, outcome::PdkCall, state::State};
-use crate::{
+use kong_rust_pdk::{
     pdk::{Call, Headers},
     Error, ErrorKind, Result,
 };

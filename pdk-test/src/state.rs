@@ -8,7 +8,7 @@ use super::{
     },
     request::{Subsystem, TestRequest},
 };
-use crate::{abi::Phase, pdk::Headers, Error, ErrorKind};
+use kong_rust_pdk::{abi::Phase, pdk::Headers, Error, ErrorKind};
 use rmpv::Value;
 use serde_json::Value as Json;
 use std::{
@@ -224,7 +224,7 @@ impl State {
     }
 
     /// The handler of the current phase returned `result` (`Err(message)` for a panic).
-    pub(crate) fn finish(&mut self, result: Result<crate::Result<()>, String>) {
+    pub(crate) fn finish(&mut self, result: Result<kong_rust_pdk::Result<()>, String>) {
         let (kind, message) = match result {
             Ok(Ok(())) => return,
             Ok(Err(error)) => (FailureKind::Returned(error.kind()), error.to_string()),

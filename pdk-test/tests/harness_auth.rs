@@ -6,7 +6,7 @@ use kong_rust_pdk::pdk::{
     QueryArg,
 };
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{LogLevel, PluginTest, Source, TestRequest, Value};
+use kong_rust_pdk_test::{LogLevel, PluginTest, Source, TestRequest, Value};
 
 #[derive(Deserialize, Schema)]
 struct Config {}

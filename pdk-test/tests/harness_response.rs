@@ -1,7 +1,7 @@
 //! The harness: the response phase reads the service's response and rewrites it.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{Phase, PluginTest, Source, TestRequest, UpstreamResponse, Value};
+use kong_rust_pdk_test::{Phase, PluginTest, Source, TestRequest, UpstreamResponse, Value};
 
 #[derive(Deserialize, Schema)]
 struct Config {

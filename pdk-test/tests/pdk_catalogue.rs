@@ -1236,7 +1236,7 @@ fn typed_methods_are_exactly_the_catalogue() {
     ] {
         typed.extend(run(cases));
     }
-    let mut catalogue: BTreeSet<String> = kong_rust_pdk::testing::catalogue_names()
+    let mut catalogue: BTreeSet<String> = kong_rust_pdk_test::catalogue_names()
         .into_iter()
         .map(str::to_string)
         .collect();
