@@ -227,7 +227,8 @@ impl State {
     pub(crate) fn finish(&mut self, result: Result<kong_rust_pdk::Result<()>, String>) {
         let (kind, message) = match result {
             Ok(Ok(())) => return,
-            Ok(Err(error)) => (FailureKind::Returned(error.kind()), error.to_string()),
+            // With its causes, as the host logs it.
+            Ok(Err(error)) => (FailureKind::Returned(error.kind()), format!("{error:#}")),
             Err(panic) => (FailureKind::Panicked, panic),
         };
         self.failures.push(Failure {

@@ -67,7 +67,7 @@ extern "C" fn new_instance<P: Exported>(
 ) -> RResult<PluginInstanceBox, RString> {
     let created = guarded(|| {
         let config = kong_rust_schema::decode::<P::Config>(config_json.as_str())?;
-        let plugin = P::new(config).map_err(|error| error.to_string())?;
+        let plugin = P::new(config).map_err(|error| format!("{error:#}"))?;
         Ok::<_, String>(PluginInstance_TO::from_value(Instance(plugin), TD_Opaque))
     });
     match created {
@@ -99,7 +99,8 @@ impl<P: Plugin> PluginInstance for Instance<P> {
         });
         let (kind, message) = match outcome {
             Ok(Ok(())) => return RResult::ROk(()),
-            Ok(Err(error)) => (PhaseErrorKind::Failed, error.to_string()),
+            // With its causes: `loading keys: no such file`.
+            Ok(Err(error)) => (PhaseErrorKind::Failed, format!("{error:#}")),
             Err(panic) => (PhaseErrorKind::Panicked, panic),
         };
         RResult::RErr(PhaseError {

@@ -50,7 +50,7 @@ pub mod pdk;
 mod plugin;
 pub mod schema;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Context, Error, ErrorKind, Result};
 pub use export::root_module;
 pub use kong_rust_pdk_macros::{plugin, Schema};
 pub use pdk::Kong;
@@ -59,7 +59,7 @@ pub use schema::Schema;
 
 /// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs.
 pub mod prelude {
-    pub use crate::{plugin, Error, ErrorKind, Kong, Plugin, Result, Schema};
+    pub use crate::{plugin, Context, Error, ErrorKind, Kong, Plugin, Result, Schema};
     pub use serde::Deserialize;
 }
 
