@@ -100,7 +100,12 @@ mod run;
 mod serialize;
 mod state;
 
-pub use kong_rust_pdk::{abi::Phase, pdk::Headers};
+pub use kong_rust_pdk::abi::Phase;
+
+/// Header lines as the in-memory Kong holds them and an [`Outcome`] reports them: lower-case
+/// names to their values, in order (the typed PDK's [`Headers`](kong_rust_pdk::pdk::Headers)
+/// is what a plugin sees).
+pub type HeaderLines = std::collections::BTreeMap<String, Vec<String>>;
 pub use outcome::{
     ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
     UpstreamRequest,

@@ -8,7 +8,8 @@ use super::{
     },
     request::{Subsystem, TestRequest},
 };
-use kong_rust_pdk::{abi::Phase, pdk::Headers, Error, ErrorKind};
+use crate::HeaderLines as Headers;
+use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
 use rmpv::Value;
 use serde_json::Value as Json;
 use std::{

@@ -35,7 +35,7 @@ impl Plugin for Gate {
         kong.response.set_header("x-set-before", "yes")?;
         match action(kong)?.as_str() {
             "exit" => {
-                let headers = [("x-reason".to_string(), vec!["denied".to_string()])].into();
+                let headers = Headers::from([("x-reason", "denied")]);
                 kong.response.exit(403, "", Some(&headers))?;
                 // Not reached with `?` below: the call fails, as with the real host.
                 kong.log.err("after exit")?;

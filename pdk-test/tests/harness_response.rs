@@ -37,11 +37,7 @@ impl Plugin for Wrapper {
         let raw = kong.service.response.get_raw_body()?;
         let data: serde_json::Value = serde_json::from_slice(&raw)?;
         let wrapped = serde_json::json!({ "data": data, self.marker.clone(): true });
-        let headers = [(
-            "content-type".to_string(),
-            vec!["application/vnd.wrapped+json".to_string()],
-        )]
-        .into();
+        let headers = Headers::from([("Content-Type", "application/vnd.wrapped+json")]);
         kong.response.exit(200, wrapped.to_string(), Some(&headers))
     }
 }

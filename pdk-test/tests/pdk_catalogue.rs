@@ -5,8 +5,8 @@
 
 use kong_rust_pdk::pdk::{
     entity::{Consumer, Credential, EntityRef, Fields},
-    Call, ClientVerify, Headers, Memory, MemoryUnit, QueryArg, Scheme, SerializeMode, Source,
-    Subsystem, UriCaptures, VaultReference,
+    Call, ClientVerify, Headers, Memory, MemoryUnit, MultiMap, QueryArg, Scheme, SerializeMode,
+    Source, Subsystem, UriCaptures, VaultReference,
 };
 use kong_rust_pdk::{ErrorKind, Kong, Result};
 use rmpv::Value;
@@ -106,6 +106,13 @@ fn not_utf8() -> Value {
 }
 
 fn headers(entries: &[(&str, &[&str])]) -> Headers {
+    entries
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (*k, *v)))
+        .collect()
+}
+
+fn multi_map(entries: &[(&str, &[&str])]) -> MultiMap {
     entries
         .iter()
         .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
@@ -604,7 +611,7 @@ fn request() -> Vec<Case> {
             map(&[("a", list(&[s("1"), s("2")])), ("flag", empty())]),
             |k| {
                 let query = k.request.get_query(Some(10))?;
-                assert_eq!(query, headers(&[("a", &["1", "2"]), ("flag", &[])]));
+                assert_eq!(query, multi_map(&[("a", &["1", "2"]), ("flag", &[])]));
                 Ok(())
             },
         ),
@@ -629,6 +636,9 @@ fn request() -> Vec<Case> {
             |k| {
                 let all = k.request.get_headers(None)?;
                 assert_eq!(all, headers(&[("accept", &["a", "b"])]));
+                // Names are case-insensitive.
+                assert_eq!(all.get("Accept"), Some("a"));
+                assert_eq!(all.get_all("ACCEPT"), ["a", "b"]);
                 Ok(())
             },
         ),
@@ -976,7 +986,7 @@ fn service_request() -> Vec<Case> {
                 ("flag", Value::Boolean(true)),
             ])],
             |k| {
-                let query = headers(&[("a", &["1", "2"]), ("flag", &[])]);
+                let query = multi_map(&[("a", &["1", "2"]), ("flag", &[])]);
                 k.service.request.set_query(&query)
             },
         ),

@@ -59,6 +59,7 @@ pub use schema::Schema;
 
 /// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs.
 pub mod prelude {
+    pub use crate::pdk::Headers;
     pub use crate::{plugin, Context, Error, ErrorKind, Kong, Plugin, Result, Schema};
     pub use serde::Deserialize;
 }

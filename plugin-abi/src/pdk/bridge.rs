@@ -89,7 +89,7 @@ impl<'a> Bridge<'a> {
     /// A `get_headers(max_headers)` call: Kong's multi-map.
     pub(crate) fn headers(&self, method: &str, max_headers: Option<u32>) -> Result<Headers> {
         let args = max_headers.map(Value::from).into_iter().collect();
-        self.call_as(method, args, value::multi_map)
+        self.call_as(method, args, value::headers)
     }
 
     /// A `get_body(mimetype, …)` call (`method`) on a message whose headers `get_header` reads.

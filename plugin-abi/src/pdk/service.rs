@@ -1,4 +1,4 @@
-use super::{value, Bridge, Headers};
+use super::{value, Bridge, Headers, MultiMap};
 use crate::Result;
 use rmpv::Value;
 use serde::{de::DeserializeOwned, Serialize};
@@ -139,7 +139,7 @@ impl ServiceRequest<'_> {
 
     /// Replaces the query with `args`, encoded by Kong; an argument without values is a flag
     /// (`?debug`), as [`kong.request.get_query`](super::Request::get_query) reports one.
-    pub fn set_query(&self, args: &Headers) -> Result<()> {
+    pub fn set_query(&self, args: &MultiMap) -> Result<()> {
         self.bridge.call_unit(
             "kong.service.request.set_query",
             vec![value::query_value(args)],

@@ -95,7 +95,7 @@ impl KeyAuth {
 
 /// Kong's key-auth answer: 401, a JSON message and a `WWW-Authenticate` challenge.
 fn unauthorized(kong: &Kong, message: &str) -> Result<()> {
-    let headers = Headers::from([("WWW-Authenticate".into(), vec!["Key realm=\"kong\"".into()])]);
+    let headers = Headers::from([("WWW-Authenticate", "Key realm=\"kong\"")]);
     kong.response.exit_json(
         401,
         &serde_json::json!({ "message": message }),
