@@ -28,7 +28,7 @@
 //!     fn access(&self, kong: &Kong) -> Result<()> {
 //!         match kong.request.get_header(&self.header)? {
 //!             Some(key) => kong.service.request.set_header("x-key-seen", &key),
-//!             None => kong.response.exit(401, "missing key", None),
+//!             None => kong.response.exit(401, "missing key", None).into(),
 //!         }
 //!     }
 //!

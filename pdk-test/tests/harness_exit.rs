@@ -26,7 +26,7 @@ impl Plugin for Gate {
 
     fn rewrite(&self, kong: &Kong) -> Result<()> {
         if action(kong)? == "exit-in-rewrite" {
-            kong.response.exit(418, "teapot", None)?;
+            return kong.response.exit(418, "teapot", None).into();
         }
         Ok(())
     }
@@ -36,16 +36,17 @@ impl Plugin for Gate {
         match action(kong)?.as_str() {
             "exit" => {
                 let headers = Headers::from([("x-reason", "denied")]);
-                kong.response.exit(403, "", Some(&headers))?;
+                // `into_result`: carry on after the exit, to show the next call fails.
+                kong.response.exit(403, "", Some(&headers)).into_result()?;
                 // Not reached with `?` below: the call fails, as with the real host.
                 kong.log.err("after exit")?;
             }
             "exit-json" => {
                 let body = serde_json::json!({"message": "slow down"});
-                kong.response.exit_json(429, &body, None)?;
+                kong.response.exit_json(429, &body, None).into_result()?;
             }
             "error" => {
-                kong.response.error(404, None, None)?;
+                kong.response.error(404, None, None).into_result()?;
                 // Not reached with `?` below: error ends the event as exit does.
                 kong.log.err("after error")?;
             }

@@ -38,7 +38,9 @@ impl Plugin for Wrapper {
         let data: serde_json::Value = serde_json::from_slice(&raw)?;
         let wrapped = serde_json::json!({ "data": data, self.marker.clone(): true });
         let headers = Headers::from([("Content-Type", "application/vnd.wrapped+json")]);
-        kong.response.exit(200, wrapped.to_string(), Some(&headers))
+        kong.response
+            .exit(200, wrapped.to_string(), Some(&headers))
+            .into()
     }
 }
 

@@ -818,13 +818,13 @@ fn response() -> Vec<Case> {
                 map(&[("x-a", list(&[s("1"), s("2")]))]),
             ],
             Value::Nil,
-            move |k| k.response.exit(403, "", Some(&h3)),
+            move |k| k.response.exit(403, "", Some(&h3)).into(),
         ),
         case(
             "kong.response.exit",
             vec![Value::from(200), Value::Binary(vec![0xff, 0])],
             Value::Nil,
-            |k| k.response.exit(200, [0xff, 0], None),
+            |k| k.response.exit(200, [0xff, 0], None).into(),
         ),
         case(
             "kong.response.exit",
@@ -833,13 +833,14 @@ fn response() -> Vec<Case> {
             |k| {
                 k.response
                     .exit_json(429, &serde_json::json!({"message": "slow down"}), None)
+                    .into()
             },
         ),
         case(
             "kong.response.error",
             vec![Value::from(404)],
             Value::Nil,
-            |k| k.response.error(404, None, None),
+            |k| k.response.error(404, None, None).into(),
         ),
         // Headers without a message: Kong's default message fills the slot.
         case(
@@ -852,7 +853,7 @@ fn response() -> Vec<Case> {
             Value::Nil,
             |k| {
                 let plain = headers(&[("content-type", &["text/plain"])]);
-                k.response.error(403, None, Some(&plain))
+                k.response.error(403, None, Some(&plain)).into()
             },
         ),
     ]
@@ -1304,8 +1305,11 @@ fn unsendable_calls_are_refused_locally() {
     let kong_side = Recorder::default();
     let kong = Kong::new(&kong_side);
     for error in [
-        kong.response.error(302, None, None).unwrap_err(),
-        kong.response.exit(99, "", None).unwrap_err(),
+        kong.response
+            .error(302, None, None)
+            .into_result()
+            .unwrap_err(),
+        kong.response.exit(99, "", None).into_result().unwrap_err(),
         kong.log
             .set_serialize_value("k", &None::<u8>, SerializeMode::Add)
             .unwrap_err(),

@@ -62,7 +62,7 @@ pub use plugin::PluginInfo;
 pub use request::{QueryArg, Request, UriCaptures};
 #[doc(hidden)]
 pub use response::default_error_message;
-pub use response::{Response, Source};
+pub use response::{Exit, Response, Source};
 pub use router::Router;
 pub use service::{Scheme, Service, ServiceRequest, ServiceResponse};
 pub use telemetry::Telemetry;

@@ -96,9 +96,11 @@ impl KeyAuth {
 /// Kong's key-auth answer: 401, a JSON message and a `WWW-Authenticate` challenge.
 fn unauthorized(kong: &Kong, message: &str) -> Result<()> {
     let headers = Headers::from([("WWW-Authenticate", "Key realm=\"kong\"")]);
-    kong.response.exit_json(
-        401,
-        &serde_json::json!({ "message": message }),
-        Some(&headers),
-    )
+    kong.response
+        .exit_json(
+            401,
+            &serde_json::json!({ "message": message }),
+            Some(&headers),
+        )
+        .into()
 }
