@@ -57,9 +57,14 @@ pub use pdk::Kong;
 pub use plugin::Plugin;
 pub use schema::Schema;
 
-/// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs.
+/// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs: the trait, the attribute and
+/// the derive, the error types with [`Context`], the `kong` object, [`Headers`](pdk::Headers),
+/// query arguments ([`QueryArg`](pdk::QueryArg), [`MultiMap`](pdk::MultiMap)) and the entities
+/// authentication plugins handle ([`Consumer`](pdk::entity::Consumer),
+/// [`Credential`](pdk::entity::Credential), [`EntityRef`](pdk::entity::EntityRef)).
 pub mod prelude {
-    pub use crate::pdk::Headers;
+    pub use crate::pdk::entity::{Consumer, Credential, EntityRef};
+    pub use crate::pdk::{Headers, MultiMap, QueryArg};
     pub use crate::{plugin, Context, Error, ErrorKind, Kong, Plugin, Result, Schema};
     pub use serde::Deserialize;
 }

@@ -10,7 +10,7 @@
 //! | [`log`](Log) | `kong.log` |
 //! | [`nginx`](Nginx) | `kong.nginx` |
 //! | [`node`](Node) | `kong.node` |
-//! | [`plugin`](PluginInfo) | `kong.plugin` |
+//! | [`plugin`](PluginEntity) | `kong.plugin` |
 //! | [`request`](Request) | `kong.request` |
 //! | [`response`](Response) | `kong.response` |
 //! | [`router`](Router) | `kong.router` |
@@ -49,7 +49,8 @@ mod telemetry;
 pub mod value;
 mod vault;
 
-pub use bridge::{Bridge, Call};
+pub(crate) use bridge::Bridge;
+pub use bridge::Call;
 pub use client::{Client, ClientTls, ClientVerify};
 pub use cluster::Cluster;
 pub use ctx::{Ctx, Shared};
@@ -58,7 +59,7 @@ pub use ip::Ip;
 pub use log::{Log, SerializeMode};
 pub use nginx::{Nginx, Statistics, Subsystem};
 pub use node::{Memory, MemoryStats, MemoryUnit, Node, SharedDictMemory, WorkerMemory};
-pub use plugin::PluginInfo;
+pub use plugin::PluginEntity;
 pub use request::{QueryArg, Request, UriCaptures};
 #[doc(hidden)]
 pub use response::default_error_message;
@@ -93,7 +94,7 @@ pub struct Kong<'a> {
     /// `kong.node`.
     pub node: Node<'a>,
     /// `kong.plugin`.
-    pub plugin: PluginInfo<'a>,
+    pub plugin: PluginEntity<'a>,
     /// `kong.request`.
     pub request: Request<'a>,
     /// `kong.response`.
@@ -121,7 +122,7 @@ impl<'a> Kong<'a> {
             log: Log::new(bridge),
             nginx: Nginx::new(bridge),
             node: Node::new(bridge),
-            plugin: PluginInfo::new(bridge),
+            plugin: PluginEntity::new(bridge),
             request: Request::new(bridge),
             response: Response::new(bridge),
             router: Router::new(bridge),

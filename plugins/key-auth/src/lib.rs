@@ -4,11 +4,7 @@
 //! `kong.client.authenticate` (later plugins, the upstream headers and the log see the
 //! consumer); anything else ends the request with 401, as Kong's own key-auth does.
 
-use kong_rust_pdk::{
-    pdk::entity::{Credential, EntityRef},
-    pdk::{Headers, QueryArg},
-    prelude::*,
-};
+use kong_rust_pdk::prelude::*;
 use std::collections::BTreeMap;
 
 #[derive(Deserialize, Schema)]
