@@ -51,6 +51,11 @@ impl Plugin for Gate {
                 kong.log.err("after error")?;
             }
             "fail" => return Err(Error::msg("database unreachable")),
+            "fail-in-context" => {
+                let keys: std::result::Result<(), std::io::Error> =
+                    Err(std::io::Error::other("permission denied"));
+                keys.context("loading keys")?;
+            }
             "panic" => panic!("handler bug"),
             _ => {}
         }
@@ -191,6 +196,12 @@ fn a_failing_handler_gets_the_hosts_500_and_log_still_runs() {
             "fail",
             FailureKind::Returned(ErrorKind::Plugin),
             "database unreachable",
+        ),
+        // The failure is recorded, and the host logs it, with its whole cause chain.
+        (
+            "fail-in-context",
+            FailureKind::Returned(ErrorKind::Plugin),
+            "loading keys: permission denied",
         ),
         ("panic", FailureKind::Panicked, "handler bug"),
     ] {
