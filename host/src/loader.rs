@@ -9,7 +9,7 @@ use abi_stable::{
     library::{lib_header_from_path, LibraryError},
     std_types::RString,
 };
-use kong_rust_pdk::abi::{Phase, PluginInstanceBox, PluginModRef};
+use kong_rust_abi::{Phase, PluginInstanceBox, PluginModRef};
 use std::{
     collections::HashMap,
     fmt,
@@ -43,13 +43,14 @@ impl LoadedPlugin {
         let schema = serde_json::from_str(&info.schema_json).map_err(|error| {
             format!("plugin {name:?} returned a schema that is not JSON: {error}")
         })?;
-        kong_rust_pdk::schema::check_plugin_schema(&schema)
+        kong_rust_schema::check_plugin_schema(&schema)
             .map_err(|error| format!("plugin {name:?} has a schema Kong would refuse: {error}"))?;
         Ok(LoadedPlugin {
             name,
             version: info.version.into_string(),
             priority: info.priority,
-            phases: info.phases.into_vec(),
+            // A phase from a later ABI release that this host cannot run is not advertised.
+            phases: info.phases.into_iter().filter(|p| p.is_known()).collect(),
             schema,
             path: origin.to_path_buf(),
             module,
@@ -172,42 +173,67 @@ fn writable_by_others(path: &Path) -> std::io::Result<Option<u32>> {
     Ok((mode & 0o002 != 0).then_some(mode))
 }
 
-const REBUILD: &str = concat!(
-    "rebuild the plugin against kong-rust-pdk ",
-    env!("CARGO_PKG_VERSION")
-);
+/// What the host needs: a plugin built with any `kong-rust-pdk` release that depends on this
+/// host's `kong-rust-abi` (the ABI is versioned by that crate alone, not by the PDK).
+fn rebuild() -> String {
+    format!(
+        "rebuild the plugin against a kong-rust-pdk that uses kong-rust-abi {} (this host's ABI)",
+        abi_requirement()
+    )
+}
+
+/// `0.y` (or `x`) of this host's `kong-rust-abi`: the versions abi_stable accepts.
+fn abi_requirement() -> &'static str {
+    let version = kong_rust_abi::ABI_VERSION;
+    let mut parts = version.splitn(3, '.');
+    let major = parts.next().unwrap_or(version);
+    match (major, parts.next()) {
+        ("0", Some(minor)) => &version[..2 + minor.len()],
+        _ => major,
+    }
+}
 
 fn explain(error: LibraryError) -> String {
     match error {
         LibraryError::OpenError { err, .. } => {
             format!("not a loadable shared library ({err})")
         }
-        LibraryError::GetSymbolError { .. } => "not a kong-rust-host plugin: the file has no abi_stable root module \
+        LibraryError::GetSymbolError { .. } => {
+            "not a kong-rust-host plugin: the file has no abi_stable root module \
              (a plugin crate must be a cdylib with #[kong_rust_pdk::plugin] on its `impl Plugin`)"
-            .to_string(),
+                .to_string()
+        }
         LibraryError::InvalidAbiHeader(header) => format!(
-            "built with abi_stable {}.{}, incompatible with this host's abi_stable 0.11; {REBUILD}",
-            header.abi_major, header.abi_minor
+            "built with abi_stable {}.{}, incompatible with this host's abi_stable 0.11; {}",
+            header.abi_major,
+            header.abi_minor,
+            rebuild()
         ),
         LibraryError::IncompatibleVersionNumber {
             expected_version,
             actual_version,
             ..
         } => format!(
-            "built against kong-rust-pdk {actual_version}, this host needs a version compatible with \
-             {expected_version}; {REBUILD}"
+            "built against kong-rust-abi {actual_version}, this host needs kong-rust-abi {} \
+             (it has {expected_version}); {}",
+            abi_requirement(),
+            rebuild()
         ),
         LibraryError::AbiInstability(details) => format!(
-            "its ABI does not match this host's: the plugin interface types differ ({}); {REBUILD}",
-            layout_mismatch(&details.to_string())
+            "its ABI does not match this host's: the plugin interface types differ ({}); {}",
+            layout_mismatch(&details.to_string()),
+            rebuild()
         ),
         LibraryError::RootModule { err, .. } => {
             format!("initialising the plugin's root module failed: {err}")
         }
         LibraryError::InvalidCAbi { .. } => {
-            format!("built by a compiler with a different C ABI; {REBUILD} with this host's toolchain")
+            format!(
+                "built by a compiler with a different C ABI; {} with this host's toolchain",
+                rebuild()
+            )
         }
-        other => format!("{other}; {REBUILD}"),
+        other => format!("{other}; {}", rebuild()),
     }
 }
 
@@ -227,7 +253,7 @@ fn layout_mismatch(report: &str) -> String {
             .copied()
             .unwrap_or("?")
     };
-    let verdicts: Vec<String> = lines
+    let mut verdicts: Vec<String> = lines
         .iter()
         .enumerate()
         .filter_map(|(i, line)| {
@@ -239,6 +265,9 @@ fn layout_mismatch(report: &str) -> String {
             ))
         })
         .collect();
+    // One verdict per type that differs: a package version repeats for every type.
+    let mut seen = std::collections::HashSet::new();
+    verdicts.retain(|verdict| seen.insert(verdict.clone()));
     if verdicts.is_empty() {
         "abi_stable reported a layout mismatch".to_string()
     } else {
@@ -248,7 +277,34 @@ fn layout_mismatch(report: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::layout_mismatch;
+    use super::{explain, layout_mismatch};
+    use abi_stable::{
+        library::LibraryError,
+        sabi_types::{VersionNumber, VersionStrings},
+    };
+
+    #[test]
+    fn a_version_refusal_names_the_abi_version_this_host_needs() {
+        let host = kong_rust_abi::ABI_VERSION;
+        let plugin = VersionNumber {
+            major: 0,
+            minor: 0,
+            patch: 7,
+        };
+        let message = explain(LibraryError::IncompatibleVersionNumber {
+            library_name: "kong_rust_plugin",
+            expected_version: VersionStrings::new(host).parsed().unwrap(),
+            actual_version: plugin,
+        });
+        let needed = &host[..host.rfind('.').unwrap()];
+        assert_eq!(
+            message,
+            format!(
+                "built against kong-rust-abi 0.0.7, this host needs kong-rust-abi {needed} (it has {host}); \
+                 rebuild the plugin against a kong-rust-pdk that uses kong-rust-abi {needed} (this host's ABI)"
+            )
+        );
+    }
 
     #[test]
     fn layout_report_is_condensed_to_its_verdict() {

@@ -7,7 +7,6 @@ use crate::{
         HostRef, Phase, PhaseError, PhaseErrorKind, PluginInfo, PluginInstance, PluginInstanceBox,
         PluginInstance_TO, PluginMod, PluginModRef,
     },
-    config,
     pdk::Kong,
     schema::{plugin_schema, Schema},
     Plugin,
@@ -33,7 +32,8 @@ pub trait Exported: Plugin {
     const PHASES: &'static [Phase];
 }
 
-/// The value of the exported root module.
+/// The root module of plugin `P`: what its `.so` exports, and what a dedicated server
+/// (`kong_rust_host::dedicated::main`) serves when the plugin is compiled into it.
 pub fn root_module<P: Exported>() -> PluginModRef {
     install_panic_hook();
     PluginMod {
@@ -66,8 +66,8 @@ extern "C" fn new_instance<P: Exported>(
     config_json: RStr<'_>,
 ) -> RResult<PluginInstanceBox, RString> {
     let created = guarded(|| {
-        let config = config::decode::<P::Config>(config_json.as_str())?;
-        let plugin = P::new(config).map_err(|error| error.to_string())?;
+        let config = kong_rust_schema::decode::<P::Config>(config_json.as_str())?;
+        let plugin = P::new(config).map_err(|error| format!("{error:#}"))?;
         Ok::<_, String>(PluginInstance_TO::from_value(Instance(plugin), TD_Opaque))
     });
     match created {
@@ -91,11 +91,16 @@ impl<P: Plugin> PluginInstance for Instance<P> {
                 Phase::Response => self.0.response(&kong),
                 Phase::Preread => self.0.preread(&kong),
                 Phase::Log => self.0.log(&kong),
+                // A phase added by a later ABI release, which this plugin cannot implement.
+                _ => Err(crate::Error::msg(format!(
+                    "this plugin does not know {phase}"
+                ))),
             }
         });
         let (kind, message) = match outcome {
             Ok(Ok(())) => return RResult::ROk(()),
-            Ok(Err(error)) => (PhaseErrorKind::Failed, error.to_string()),
+            // With its causes: `loading keys: no such file`.
+            Ok(Err(error)) => (PhaseErrorKind::Failed, format!("{error:#}")),
             Err(panic) => (PhaseErrorKind::Panicked, panic),
         };
         RResult::RErr(PhaseError {

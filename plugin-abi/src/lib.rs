@@ -35,37 +35,47 @@
 //! # fn main() {}
 //! ```
 //!
-//! Layout: [`abi`] is the stable ABI shared with the host (authors never touch it), [`pdk`] the
-//! typed PDK, [`schema`] the config-to-Kong-schema mapping.
+//! Layout: [`pdk`] is the typed PDK, [`schema`] the config-to-Kong-schema mapping. Two crates
+//! sit beside this one: `kong-rust-abi` ([`abi`], re-exported), the stable ABI shared with the
+//! host, whose version alone decides which hosts load a plugin (authors never touch it), and
+//! `kong-rust-pdk-test`, the test harness, which plugin crates add as a dev-dependency.
 
-pub mod abi;
-mod config;
+#![warn(missing_docs)]
+
+pub use kong_rust_abi as abi;
 mod error;
 #[doc(hidden)]
 pub mod export;
 pub mod pdk;
 mod plugin;
 pub mod schema;
-pub mod testing;
 
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Context, Error, ErrorKind, Result};
+pub use export::root_module;
 pub use kong_rust_pdk_macros::{plugin, Schema};
 pub use pdk::Kong;
 pub use plugin::Plugin;
 pub use schema::Schema;
 
-/// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs.
+/// `use kong_rust_pdk::prelude::*;` brings in what a plugin needs: the trait, the attribute and
+/// the derive, the error types with [`Context`], the `kong` object, [`Headers`](pdk::Headers),
+/// query arguments ([`QueryArg`](pdk::QueryArg), [`MultiMap`](pdk::MultiMap)) and the entities
+/// authentication plugins handle ([`Consumer`](pdk::entity::Consumer),
+/// [`Credential`](pdk::entity::Credential), [`EntityRef`](pdk::entity::EntityRef)).
 pub mod prelude {
-    pub use crate::{plugin, Error, ErrorKind, Kong, Plugin, Result, Schema};
+    pub use crate::pdk::entity::{Consumer, Credential, EntityRef};
+    pub use crate::pdk::{Headers, MultiMap, QueryArg};
+    pub use crate::{plugin, Context, Error, ErrorKind, Kong, Plugin, Result, Schema};
     pub use serde::Deserialize;
 }
 
 /// Used by macro expansions only.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::config::decode as decode_config;
     pub use crate::export::{root_module, Exported};
-    pub use crate::schema::{field, record};
     pub use abi_stable;
+    pub use kong_rust_abi as abi;
+    pub use kong_rust_schema::decode as decode_config;
+    pub use kong_rust_schema::{field, record};
     pub use serde_json;
 }

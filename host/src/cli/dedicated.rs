@@ -24,7 +24,7 @@
 //!
 //! ```ignore
 //! fn main() -> std::process::ExitCode {
-//!     kong_rust_host::dedicated::main::<my_plugin::MyPlugin>()
+//!     kong_rust_host::dedicated::main(kong_rust_pdk::root_module::<my_plugin::MyPlugin>())
 //! }
 //! ```
 //!
@@ -37,8 +37,9 @@ use crate::{
     cli::{self, Logging, ServeOptions},
     loader::LoadedPlugin,
 };
+use abi_stable::std_types::RString;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use kong_rust_pdk::export::{root_module, Exported};
+use kong_rust_abi::PluginModRef;
 use std::{ffi::OsString, path::PathBuf, process::ExitCode};
 
 #[derive(Parser)]
@@ -56,24 +57,38 @@ struct DedicatedCli {
 /// Go-style single-dash long flags, which Kong's defaults and Go plugin servers use.
 const SINGLE_DASH: [&str; 3] = ["-dump", "-kong-prefix", "-help"];
 
-/// Runs plugin `P`'s dedicated server: `-dump`, or serve until SIGTERM.
-pub fn main<P: Exported>() -> ExitCode {
+/// Runs the dedicated server of the plugin whose root module is `module` (the plugin crate
+/// passes `kong_rust_pdk::root_module::<ItsPlugin>()`; the host depends on the ABI only):
+/// `-dump`, or serve until SIGTERM.
+pub fn main(module: PluginModRef) -> ExitCode {
+    let info = match module.info()().into_result() {
+        Ok(info) => info,
+        Err(error) => {
+            eprintln!("{}", RString::into_string(error));
+            return ExitCode::FAILURE;
+        }
+    };
+    // clap takes `&'static str` names; this runs once per process.
+    let (name, version): (&'static str, &'static str) = (
+        info.name.to_string().leak(),
+        info.version.to_string().leak(),
+    );
     let args = std::env::args_os().map(|arg| match arg.to_str() {
         Some(word) if SINGLE_DASH.contains(&word) => OsString::from(format!("-{word}")),
         _ => arg,
     });
-    let command = DedicatedCli::command().name(P::NAME).version(P::VERSION);
+    let command = DedicatedCli::command().name(name).version(version);
     let cli = match DedicatedCli::from_arg_matches(&command.get_matches_from(args)) {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
     cli.logging.init();
-    let origin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(P::NAME));
-    let load = || LoadedPlugin::from_module(root_module::<P>(), &origin).map(|p| vec![p]);
+    let origin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(name));
+    let load = || LoadedPlugin::from_module(module, &origin).map(|p| vec![p]);
     let result = if cli.dump {
         load().map(|plugin| println!("{}", dump::dump(&plugin)))
     } else {
-        cli::start_serving(&cli.options, P::NAME, load)
+        cli::start_serving(&cli.options, name, load)
             .and_then(|(serving, plugin)| cli::run_host(plugin, None, &cli.options, serving))
     };
     cli::exit_code(result)

@@ -189,7 +189,7 @@ impl Plugin for FuzzPlugin {
     fn access(&self, kong: &Kong) -> Result<()> {
         match kong.request.get_header(&self.header)?.as_deref() {
             None => Ok(()),
-            Some("deny") => kong.response.exit(403, "denied", None),
+            Some("deny") => kong.response.exit(403, "denied", None).into(),
             Some("fail") => Err(Error::msg("asked to fail")),
             Some(value) => kong.service.request.set_header("x-seen", value),
         }

@@ -13,7 +13,7 @@ use crate::{
     runtime::unix_now,
     wire::rpc::{self, MsgId, Request, StepData, StepResult},
 };
-use kong_rust_pdk::abi::{Phase, PhaseErrorKind};
+use kong_rust_abi::{Phase, PhaseErrorKind};
 use rmpv::Value;
 use std::{
     collections::HashMap,
@@ -109,13 +109,14 @@ impl Answer for Served {
                 events.finish(event.id);
                 ended(match error.kind {
                     PhaseErrorKind::Panicked => Ending::Panicked,
-                    PhaseErrorKind::Failed => Ending::Failed,
+                    // Failed, and any kind a later ABI release adds.
+                    _ => Ending::Failed,
                 });
                 // The plugin reports panics as "panicked at <file:line:col>: <message>".
                 let what = match (error.kind, error.message.strip_prefix("panicked at ")) {
                     (PhaseErrorKind::Panicked, Some(located)) => format!("panicked at {located}"),
                     (PhaseErrorKind::Panicked, None) => format!("panicked: {}", error.message),
-                    (PhaseErrorKind::Failed, _) => format!("failed: {}", error.message),
+                    _ => format!("failed: {}", error.message),
                 };
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
                 match exit_args(phase, 500, FAIL_CLOSED_BODY).filter(|_| !self.fail_open) {
@@ -611,7 +612,8 @@ fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
             rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");
             Some(encoded)
         }
-        Phase::Certificate | Phase::Log => None,
+        // Certificate, Log (and no other phase reaches a handler: see `Phase::from_name`).
+        _ => None,
     }
 }
 

@@ -27,7 +27,7 @@ use abi_stable::{
     sabi_trait::TD_Opaque,
     std_types::{RResult, RSlice, RStr, RVec},
 };
-use kong_rust_pdk::abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
+use kong_rust_abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
 use nix::time::{clock_gettime, ClockId};
 use rmpv::Value;
 use std::{

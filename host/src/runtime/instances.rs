@@ -10,7 +10,7 @@ use crate::{
     loader::LoadedPlugin, runtime::ids::InstanceIds, runtime::sharded::ShardedMap,
     runtime::unix_now,
 };
-use kong_rust_pdk::abi::PluginInstanceBox;
+use kong_rust_abi::PluginInstanceBox;
 use parking_lot::Mutex;
 use std::{collections::HashMap, sync::Arc};
 

@@ -1,7 +1,7 @@
 //! Per-plugin counters and latency histograms, updated with relaxed atomics on the per-call
 //! path (no lock), read by `plugin.GetStatus` and the Prometheus endpoint.
 
-use kong_rust_pdk::abi::Phase;
+use kong_rust_abi::Phase;
 use parking_lot::Mutex;
 use prometheus_client::{
     collector::Collector,

@@ -128,7 +128,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             const NAME: &'static str = #name;
             const VERSION: &'static str = #version;
             const PRIORITY: i64 = #priority;
-            const PHASES: &'static [::kong_rust_pdk::abi::Phase] = &[#(::kong_rust_pdk::abi::Phase::#phases),*];
+            const PHASES: &'static [#private::abi::Phase] = &[#(#private::abi::Phase::#phases),*];
         }
 
         /// The abi_stable library header the host looks for (what `#[export_root_module]`
@@ -140,7 +140,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
                 #private::abi_stable::library::__call_root_module_loader(#private::root_module::<#self_ty>)
             }
             unsafe {
-                #private::abi_stable::library::LibHeader::from_constructor::<::kong_rust_pdk::abi::PluginModRef>(
+                #private::abi_stable::library::LibHeader::from_constructor::<#private::abi::PluginModRef>(
                     erased_root_module,
                     #private::abi_stable::library::CheckTypeLayout::Yes,
                 )

@@ -18,20 +18,21 @@ impl Call for HostRef<'_> {
         // Fully qualified: the trait object also has a `call`, the ABI one.
         match Host::call(self, RStr::from_str(method), RSlice::from_slice(args)) {
             RResult::ROk(bytes) => Ok(bytes.into_vec()),
-            RResult::RErr(error) => Err(error.into()),
+            RResult::RErr(error) => Err(host_error(error)),
         }
     }
 }
 
-impl From<HostError> for Error {
-    fn from(error: HostError) -> Self {
-        let kind = match error.kind {
-            HostErrorKind::EventEnded => ErrorKind::EventEnded,
-            HostErrorKind::InvalidCall => ErrorKind::InvalidCall,
-            HostErrorKind::Kong => ErrorKind::Kong,
-        };
-        Error::new(kind, error.message.into_string())
-    }
+/// The PDK error for a failed host call. (A function, not `From`: `HostError` is another crate's
+/// type, which could implement `std::error::Error` and so overlap `Error`'s blanket `From`.)
+fn host_error(error: HostError) -> Error {
+    let kind = match error.kind {
+        HostErrorKind::EventEnded => ErrorKind::EventEnded,
+        HostErrorKind::InvalidCall => ErrorKind::InvalidCall,
+        // Kong, and any kind a later ABI release adds.
+        _ => ErrorKind::Kong,
+    };
+    Error::new(kind, error.message.into_string())
 }
 
 /// A copyable handle every PDK module holds; encodes arguments and decodes results.
@@ -88,7 +89,7 @@ impl<'a> Bridge<'a> {
     /// A `get_headers(max_headers)` call: Kong's multi-map.
     pub(crate) fn headers(&self, method: &str, max_headers: Option<u32>) -> Result<Headers> {
         let args = max_headers.map(Value::from).into_iter().collect();
-        self.call_as(method, args, value::multi_map)
+        self.call_as(method, args, value::headers)
     }
 
     /// A `get_body(mimetype, …)` call (`method`) on a message whose headers `get_header` reads.

@@ -113,8 +113,11 @@ pub struct ClientTls<'a> {
 /// [`set_client_verify`](ClientTls::set_client_verify).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientVerify {
+    /// The certificate was verified (`SUCCESS`).
     Success,
+    /// No certificate was presented (`NONE`).
     None,
+    /// Verification failed, for this reason (`FAILED:<reason>`).
     Failed(String),
 }
 

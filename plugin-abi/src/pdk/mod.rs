@@ -10,7 +10,7 @@
 //! | [`log`](Log) | `kong.log` |
 //! | [`nginx`](Nginx) | `kong.nginx` |
 //! | [`node`](Node) | `kong.node` |
-//! | [`plugin`](PluginInfo) | `kong.plugin` |
+//! | [`plugin`](PluginEntity) | `kong.plugin` |
 //! | [`request`](Request) | `kong.request` |
 //! | [`response`](Response) | `kong.response` |
 //! | [`router`](Router) | `kong.router` |
@@ -35,6 +35,7 @@ mod cluster;
 mod ctx;
 mod de;
 pub mod entity;
+mod headers;
 mod ip;
 mod log;
 mod nginx;
@@ -48,22 +49,25 @@ mod telemetry;
 pub mod value;
 mod vault;
 
-pub use bridge::{Bridge, Call};
+pub(crate) use bridge::Bridge;
+pub use bridge::Call;
 pub use client::{Client, ClientTls, ClientVerify};
 pub use cluster::Cluster;
 pub use ctx::{Ctx, Shared};
+pub use headers::Headers;
 pub use ip::Ip;
 pub use log::{Log, SerializeMode};
 pub use nginx::{Nginx, Statistics, Subsystem};
 pub use node::{Memory, MemoryStats, MemoryUnit, Node, SharedDictMemory, WorkerMemory};
-pub use plugin::PluginInfo;
+pub use plugin::PluginEntity;
 pub use request::{QueryArg, Request, UriCaptures};
-pub(crate) use response::default_error_message;
-pub use response::{Response, Source};
+#[doc(hidden)]
+pub use response::default_error_message;
+pub use response::{Exit, Response, Source};
 pub use router::Router;
 pub use service::{Scheme, Service, ServiceRequest, ServiceResponse};
 pub use telemetry::Telemetry;
-pub use value::Headers;
+pub use value::MultiMap;
 pub use vault::{Vault, VaultReference};
 
 use crate::Result;
@@ -75,19 +79,33 @@ use rmpv::Value;
 /// Lua's `kong.service.request.set_header("x", "1")` is Rust's
 /// `kong.service.request.set_header("x", "1")?`.
 pub struct Kong<'a> {
+    /// `kong.client`.
     pub client: Client<'a>,
+    /// `kong.cluster`.
     pub cluster: Cluster<'a>,
+    /// `kong.ctx`.
     pub ctx: Ctx<'a>,
+    /// `kong.ip`.
     pub ip: Ip<'a>,
+    /// `kong.log`.
     pub log: Log<'a>,
+    /// `kong.nginx`.
     pub nginx: Nginx<'a>,
+    /// `kong.node`.
     pub node: Node<'a>,
-    pub plugin: PluginInfo<'a>,
+    /// `kong.plugin`.
+    pub plugin: PluginEntity<'a>,
+    /// `kong.request`.
     pub request: Request<'a>,
+    /// `kong.response`.
     pub response: Response<'a>,
+    /// `kong.router`.
     pub router: Router<'a>,
+    /// `kong.service`.
     pub service: Service<'a>,
+    /// `kong.telemetry`.
     pub telemetry: Telemetry<'a>,
+    /// `kong.vault`.
     pub vault: Vault<'a>,
     bridge: Bridge<'a>,
 }
@@ -104,7 +122,7 @@ impl<'a> Kong<'a> {
             log: Log::new(bridge),
             nginx: Nginx::new(bridge),
             node: Node::new(bridge),
-            plugin: PluginInfo::new(bridge),
+            plugin: PluginEntity::new(bridge),
             request: Request::new(bridge),
             response: Response::new(bridge),
             router: Router::new(bridge),

@@ -22,12 +22,19 @@ pub enum Subsystem {
 /// nginx's connection and request counters (`kong.nginx.get_statistics`), for this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Statistics {
+    /// nginx's `connections_active` counter.
     pub connections_active: u64,
+    /// nginx's `connections_reading` counter.
     pub connections_reading: u64,
+    /// nginx's `connections_writing` counter.
     pub connections_writing: u64,
+    /// nginx's `connections_waiting` counter.
     pub connections_waiting: u64,
+    /// nginx's `connections_accepted` counter.
     pub connections_accepted: u64,
+    /// nginx's `connections_handled` counter.
     pub connections_handled: u64,
+    /// nginx's `total_requests` counter.
     pub total_requests: u64,
 }
 

@@ -41,7 +41,9 @@ impl MemoryUnit {
 /// One memory figure: a number of bytes, or text in the unit asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Memory {
+    /// A number of bytes.
     Bytes(u64),
+    /// Text in the unit asked for, e.g. `"1.50 MiB"`.
     Text(String),
 }
 
@@ -70,16 +72,22 @@ impl<'de> Deserialize<'de> for Memory {
 /// One `lua_shared_dict`'s memory; `err` instead of figures when Kong could not read them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SharedDictMemory {
+    /// `allocated_slabs`, as Kong reports it.
     pub allocated_slabs: Option<Memory>,
+    /// `capacity`, as Kong reports it.
     pub capacity: Option<Memory>,
+    /// `err`, as Kong reports it.
     pub err: Option<String>,
 }
 
 /// One worker's Lua VM memory; `err` instead of figures when Kong could not read them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WorkerMemory {
+    /// `http_allocated_gc`, as Kong reports it.
     pub http_allocated_gc: Option<Memory>,
+    /// `pid`, as Kong reports it.
     pub pid: Option<u32>,
+    /// `err`, as Kong reports it.
     pub err: Option<String>,
 }
 
@@ -89,6 +97,7 @@ pub struct MemoryStats {
     /// By dict name.
     #[serde(default)]
     pub lua_shared_dicts: BTreeMap<String, SharedDictMemory>,
+    /// Per worker: `workers_lua_vms`, as Kong reports it.
     #[serde(default)]
     pub workers_lua_vms: Vec<WorkerMemory>,
 }

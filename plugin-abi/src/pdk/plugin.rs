@@ -1,15 +1,16 @@
 use super::{value, Bridge};
 use crate::Result;
 
-/// `kong.plugin`: the plugin entity being run.
+/// `kong.plugin`: the plugin entity being run. (Not the plugin's metadata, which is
+/// `kong_rust_abi::PluginInfo`, the one `PluginInfo`.)
 #[derive(Clone, Copy)]
-pub struct PluginInfo<'a> {
+pub struct PluginEntity<'a> {
     bridge: Bridge<'a>,
 }
 
-impl<'a> PluginInfo<'a> {
+impl<'a> PluginEntity<'a> {
     pub(crate) fn new(bridge: Bridge<'a>) -> Self {
-        PluginInfo { bridge }
+        PluginEntity { bridge }
     }
 
     /// The id (a UUID) of the plugin entity (this configuration of the plugin).

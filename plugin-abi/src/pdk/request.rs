@@ -1,4 +1,4 @@
-use super::{value, Bridge, Headers};
+use super::{value, Bridge, Headers, MultiMap};
 use crate::Result;
 use rmpv::Value;
 use serde::de::DeserializeOwned;
@@ -132,7 +132,7 @@ impl<'a> Request<'a> {
 
     /// Every query argument with all its values; a flag (`?debug`) has none. At most
     /// `max_args` arguments (Kong's default: 100).
-    pub fn get_query(&self, max_args: Option<u32>) -> Result<Headers> {
+    pub fn get_query(&self, max_args: Option<u32>) -> Result<MultiMap> {
         let args = max_args.map(Value::from).into_iter().collect();
         self.bridge
             .call_as("kong.request.get_query", args, value::multi_map)

@@ -111,14 +111,13 @@ impl<'a> Response<'a> {
     /// [`ErrorKind::EventEnded`](crate::ErrorKind::EventEnded): return from the handler.
     /// Phases: rewrite, access, response, preread (stream: status 200, 400, 403, 500, 502 or
     /// 503 only).
-    pub fn exit(
-        &self,
-        status: u16,
-        body: impl AsRef<[u8]>,
-        headers: Option<&Headers>,
-    ) -> Result<()> {
+    ///
+    /// Returns an [`Exit`] to return from the handler: `return kong.response.exit(…).into();`.
+    /// It is `#[must_use]` and not a `Result`, so `kong.response.exit(…)?;` followed by more
+    /// code does not compile, and a dropped one is a warning.
+    pub fn exit(&self, status: u16, body: impl AsRef<[u8]>, headers: Option<&Headers>) -> Exit {
         // Never leave a nil hole in Args (protocol.md §6.3): the body is always sent, even empty.
-        self.exit_with(status, value::bytes_value(body.as_ref()), headers)
+        Exit(self.exit_with(status, value::bytes_value(body.as_ref()), headers))
     }
 
     /// [`exit`](Response::exit) with a body Kong encodes as JSON and sends as
@@ -128,9 +127,11 @@ impl<'a> Response<'a> {
         status: u16,
         body: &T,
         headers: Option<&Headers>,
-    ) -> Result<()> {
-        let body = value::encode("kong.response.exit", body)?;
-        self.exit_with(status, body, headers)
+    ) -> Exit {
+        Exit(
+            value::encode("kong.response.exit", body)
+                .and_then(|body| self.exit_with(status, body, headers)),
+        )
     }
 
     fn exit_with(&self, status: u16, body: Value, headers: Option<&Headers>) -> Result<()> {
@@ -146,7 +147,11 @@ impl<'a> Response<'a> {
     /// [`exit`](Response::exit): later PDK calls fail with
     /// [`ErrorKind::EventEnded`](crate::ErrorKind::EventEnded). Phases: rewrite, access,
     /// response.
-    pub fn error(
+    pub fn error(&self, status: u16, message: Option<&str>, headers: Option<&Headers>) -> Exit {
+        Exit(self.error_with(status, message, headers))
+    }
+
+    fn error_with(
         &self,
         status: u16,
         message: Option<&str>,
@@ -167,6 +172,53 @@ impl<'a> Response<'a> {
     }
 }
 
+/// What [`Response::exit`], [`exit_json`](Response::exit_json) and [`error`](Response::error)
+/// return: the request is answered and the phase's event is over, so nothing should run after
+/// it. Return it from the handler:
+///
+/// ```
+/// use kong_rust_pdk::prelude::*;
+///
+/// fn access(kong: &Kong) -> Result<()> {
+///     if kong.request.get_header("x-api-key")?.is_none() {
+///         return kong.response.exit(401, "no key", None).into();
+///     }
+///     kong.service.request.set_header("x-checked", "yes")
+/// }
+/// # fn main() {}
+/// ```
+///
+/// Not a `Result`, so `kong.response.exit(…)?;` followed by more code does not compile:
+///
+/// ```compile_fail,E0277
+/// # use kong_rust_pdk::prelude::*;
+/// fn access(kong: &Kong) -> Result<()> {
+///     kong.response.exit(401, "no key", None)?;
+///     kong.service.request.set_header("x-checked", "yes") // would fail: the event is over
+/// }
+/// # fn main() {}
+/// ```
+///
+/// Unused, it is a warning. [`into_result`](Exit::into_result) gives the call's own outcome (a status
+/// out of range is refused before anything is sent).
+#[must_use = "the request is answered and nothing should run after it: \
+              `return kong.response.exit(…).into();`"]
+#[derive(Debug)]
+pub struct Exit(Result<()>);
+
+impl Exit {
+    /// Whether the call went out: `Err` for a status Kong would refuse or a call that failed.
+    pub fn into_result(self) -> Result<()> {
+        self.0
+    }
+}
+
+impl From<Exit> for Result<()> {
+    fn from(exit: Exit) -> Self {
+        exit.0
+    }
+}
+
 /// Kong's own check, made here: Kong never answers a terminal call, so its error would reach
 /// only Kong's log, not the plugin.
 fn check_status(method: &str, status: u16, range: RangeInclusive<u16>) -> Result<()> {
@@ -184,7 +236,7 @@ fn check_status(method: &str, status: u16, range: RangeInclusive<u16>) -> Result
 }
 
 /// Kong's message for an error status when `kong.response.error` gets none.
-pub(crate) fn default_error_message(status: u16) -> String {
+pub fn default_error_message(status: u16) -> String {
     let known = match status {
         400 => "Bad request",
         401 => "Unauthorized",

@@ -1,4 +1,4 @@
-use super::{value, Bridge, Headers};
+use super::{value, Bridge, Headers, MultiMap};
 use crate::Result;
 use rmpv::Value;
 use serde::{de::DeserializeOwned, Serialize};
@@ -85,11 +85,14 @@ pub struct ServiceRequest<'a> {
 /// The scheme Kong uses upstream (`kong.service.request.set_scheme`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// `http`.
     Http,
+    /// `https`.
     Https,
 }
 
 impl Scheme {
+    /// The name Kong takes: `"http"` or `"https"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Http => "http",
@@ -106,6 +109,7 @@ impl ServiceRequest<'_> {
             .call_unit("kong.service.request.enable_buffering", vec![])
     }
 
+    /// The scheme used to reach the service (`kong.service.request.set_scheme`).
     pub fn set_scheme(&self, scheme: Scheme) -> Result<()> {
         self.bridge.call_unit(
             "kong.service.request.set_scheme",
@@ -135,7 +139,7 @@ impl ServiceRequest<'_> {
 
     /// Replaces the query with `args`, encoded by Kong; an argument without values is a flag
     /// (`?debug`), as [`kong.request.get_query`](super::Request::get_query) reports one.
-    pub fn set_query(&self, args: &Headers) -> Result<()> {
+    pub fn set_query(&self, args: &MultiMap) -> Result<()> {
         self.bridge.call_unit(
             "kong.service.request.set_query",
             vec![value::query_value(args)],

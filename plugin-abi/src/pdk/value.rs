@@ -6,9 +6,9 @@ use rmpv::Value;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
 
-/// Kong's multi-map (headers, query): every name maps to all its values, in order.
-/// Header names are lower-case, as Kong returns them.
-pub type Headers = BTreeMap<String, Vec<String>>;
+/// Kong's multi-map for query arguments: every name maps to all its values, in order. Names
+/// are case-sensitive (headers are [`Headers`](super::Headers), whose names are not).
+pub type MultiMap = BTreeMap<String, Vec<String>>;
 
 /// Text from a msgpack `str` or `bin`. Kong does not guarantee UTF-8 (header values are raw
 /// bytes); invalid sequences become U+FFFD rather than failing the whole call.
@@ -45,14 +45,14 @@ pub(crate) fn integer(value: Value) -> Result<i64, String> {
 
 /// Decodes a multi-map: values are arrays of strings, or a single string; an empty table may
 /// arrive as an empty array. `true` (a query flag) contributes no value.
-pub(crate) fn multi_map(value: Value) -> Result<Headers, String> {
+pub(crate) fn multi_map(value: Value) -> Result<MultiMap, String> {
     let entries = match value {
         Value::Map(entries) => entries,
         Value::Array(items) if items.is_empty() => Vec::new(),
         Value::Nil => Vec::new(),
         other => return Err(format!("{other} where a map of lists was expected")),
     };
-    let mut map = Headers::new();
+    let mut map = MultiMap::new();
     for (name, values) in entries {
         let name = text(&name).ok_or_else(|| format!("map key {name} that is not a string"))?;
         let values = match values {
@@ -147,13 +147,21 @@ pub(crate) fn encode<T: Serialize + ?Sized>(method: &str, value: &T) -> crate::R
     rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|error| invalid(&error))
 }
 
-/// Encodes a multi-map for `set_headers`-style calls.
-pub(crate) fn multi_map_value(map: &Headers) -> Value {
+/// Headers decoded from Kong's multi-map.
+pub(crate) fn headers(value: Value) -> Result<super::Headers, String> {
+    Ok(multi_map(value)?
+        .into_iter()
+        .flat_map(|(name, values)| values.into_iter().map(move |value| (name.clone(), value)))
+        .collect())
+}
+
+/// Encodes headers for `set_headers`-style calls.
+pub(crate) fn multi_map_value(map: &super::Headers) -> Value {
     Value::Map(
         map.iter()
             .map(|(name, values)| {
                 let values = values.iter().map(|v| Value::from(v.as_str())).collect();
-                (Value::from(name.as_str()), Value::Array(values))
+                (Value::from(name), Value::Array(values))
             })
             .collect(),
     )
@@ -161,7 +169,7 @@ pub(crate) fn multi_map_value(map: &Headers) -> Value {
 
 /// Encodes query arguments for `kong.service.request.set_query`: an empty list is a flag
 /// (`?name`, Lua's `true`), as `kong.request.get_query` reports one.
-pub(crate) fn query_value(args: &Headers) -> Value {
+pub(crate) fn query_value(args: &MultiMap) -> Value {
     Value::Map(
         args.iter()
             .map(|(name, values)| {
@@ -198,7 +206,7 @@ mod tests {
 
     #[test]
     fn multi_map_accepts_empty_array_and_single_strings() {
-        assert_eq!(multi_map(Value::Array(vec![])), Ok(Headers::new()));
+        assert_eq!(multi_map(Value::Array(vec![])), Ok(MultiMap::new()));
         let map = multi_map(Value::Map(vec![
             (
                 Value::from("a"),

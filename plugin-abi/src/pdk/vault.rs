@@ -14,8 +14,11 @@ pub struct Vault<'a> {
 pub struct VaultReference {
     /// The vault (prefix) name.
     pub name: String,
+    /// The reference's `resource`.
     pub resource: String,
+    /// The reference's `key`.
     pub key: Option<String>,
+    /// The reference's `version`.
     pub version: Option<i64>,
     /// Query-string configuration (`?region=…`).
     pub config: Option<Fields>,

@@ -33,7 +33,7 @@ impl Plugin for Hello {
         kong.service.request.set_header("x-hello-host", &host)?;
         kong.response.set_header("x-hello-from-rust", &host)?;
         if kong.request.get_header("x-deny")?.is_some() {
-            kong.response.exit(403, "denied", None)?;
+            return kong.response.exit(403, "denied", None).into();
         }
         Ok(())
     }

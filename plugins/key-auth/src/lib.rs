@@ -4,11 +4,7 @@
 //! `kong.client.authenticate` (later plugins, the upstream headers and the log see the
 //! consumer); anything else ends the request with 401, as Kong's own key-auth does.
 
-use kong_rust_pdk::{
-    pdk::entity::{Credential, EntityRef},
-    pdk::{Headers, QueryArg},
-    prelude::*,
-};
+use kong_rust_pdk::prelude::*;
 use std::collections::BTreeMap;
 
 #[derive(Deserialize, Schema)]
@@ -95,10 +91,12 @@ impl KeyAuth {
 
 /// Kong's key-auth answer: 401, a JSON message and a `WWW-Authenticate` challenge.
 fn unauthorized(kong: &Kong, message: &str) -> Result<()> {
-    let headers = Headers::from([("WWW-Authenticate".into(), vec!["Key realm=\"kong\"".into()])]);
-    kong.response.exit_json(
-        401,
-        &serde_json::json!({ "message": message }),
-        Some(&headers),
-    )
+    let headers = Headers::from([("WWW-Authenticate", "Key realm=\"kong\"")]);
+    kong.response
+        .exit_json(
+            401,
+            &serde_json::json!({ "message": message }),
+            Some(&headers),
+        )
+        .into()
 }

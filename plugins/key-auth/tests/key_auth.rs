@@ -1,6 +1,6 @@
 //! rust-key-auth against the in-memory Kong.
 
-use kong_rust_pdk::testing::{PluginTest, Source, TestRequest};
+use kong_rust_pdk_test::{PluginTest, Source, TestRequest};
 use rust_key_auth::KeyAuth;
 use serde_json::json;
 

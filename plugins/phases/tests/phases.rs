@@ -1,6 +1,6 @@
 //! rust-phases against the in-memory Kong: every phase, in order, each seeing the last.
 
-use kong_rust_pdk::testing::{LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse};
+use kong_rust_pdk_test::{LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse};
 use rust_phases::Phases;
 
 #[test]

@@ -1,6 +1,6 @@
 //! rust-request-logger against the in-memory Kong.
 
-use kong_rust_pdk::testing::{LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse};
+use kong_rust_pdk_test::{LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse};
 use rust_request_logger::RequestLogger;
 use serde_json::{json, Value};
 

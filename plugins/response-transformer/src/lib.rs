@@ -58,7 +58,7 @@ impl Plugin for ResponseTransformer {
         match self.transform_json(&body) {
             Some(body) => {
                 let status = kong.service.response.get_status()?;
-                kong.response.exit(status, body, None)
+                kong.response.exit(status, body, None).into()
             }
             None => Ok(()),
         }

@@ -1,6 +1,6 @@
 //! rust-response-transformer against the in-memory Kong.
 
-use kong_rust_pdk::testing::{PluginTest, TestRequest, UpstreamResponse};
+use kong_rust_pdk_test::{PluginTest, TestRequest, UpstreamResponse};
 use rust_response_transformer::ResponseTransformer;
 use serde_json::json;
 

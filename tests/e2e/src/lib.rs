@@ -22,7 +22,7 @@ pub struct Artifacts {
     pub examples: [PathBuf; 4],
     pub faulty: PathBuf,
     pub not_a_plugin: PathBuf,
-    /// A plugin built against an edited copy of the plugin interface.
+    /// A plugin built against an edited copy of the ABI crate.
     pub changed_abi: PathBuf,
     /// A plugin built with abi_stable 0.10.
     pub old_abi_stable: PathBuf,
@@ -112,7 +112,7 @@ pub fn artifacts() -> &'static Artifacts {
             .map(|file| debug.join(file)),
             faulty: debug.join("libfixture_faulty.so"),
             not_a_plugin: debug.join("libfixture_not_a_plugin.so"),
-            changed_abi: debug.join("libkong_rust_pdk.so"),
+            changed_abi: debug.join("libkong_rust_abi.so"),
             old_abi_stable: debug.join("libfixture_old_abi_stable.so"),
             bad_metadata: debug.join("libfixture_bad_metadata.so"),
         }

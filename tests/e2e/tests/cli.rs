@@ -223,7 +223,7 @@ fn bad_files_are_refused_one_line_each_naming_file_and_reason() {
     let changed = line("changed-abi.so");
     assert!(changed.contains("ABI does not match"), "{changed}");
     assert!(
-        changed.contains("rebuild the plugin against kong-rust-pdk"),
+        changed.contains("rebuild the plugin against a kong-rust-pdk that uses kong-rust-abi 0."),
         "{changed}"
     );
     assert!(line("text.so").contains("not a loadable shared library"));

@@ -2,5 +2,5 @@
 //! it with no kong.conf settings beyond `plugins` and `pluginserver_names`.
 
 fn main() -> std::process::ExitCode {
-    kong_rust_host::dedicated::main::<rust_hello::Hello>()
+    kong_rust_host::dedicated::main(kong_rust_pdk::root_module::<rust_hello::Hello>())
 }

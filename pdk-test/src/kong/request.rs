@@ -3,7 +3,7 @@
 //! header from then on).
 
 use super::{body_of, header_of, headers_of, optional, Answer, Args, DEFAULT_LIMIT, MAX_LIMIT};
-use crate::testing::{http, lua, state::State};
+use crate::{http, lua, state::State};
 use rmpv::Value;
 
 pub(super) fn get_scheme(s: &mut State, _: &Args) -> Answer {

@@ -2,7 +2,7 @@
 //! `kong.vault` and `kong.telemetry`.
 
 use super::{optional, Answer, Args};
-use crate::testing::{
+use crate::{
     http, lua,
     outcome::LogLevel,
     request::{NODE_ID, PLUGIN_ID, REQUEST_ID},

@@ -1,14 +1,15 @@
 //! Every PDK function of protocol.md §11: its name, the phases Kong allows it in, what it does.
 
 use super::{client, request, response, service, support, Answer, Args};
-use crate::{abi::Phase, testing::outcome::LogLevel, testing::state::State};
+use crate::{outcome::LogLevel, state::State};
+use kong_rust_pdk::abi::Phase;
 
 /// A set of phases.
 #[derive(Clone, Copy)]
 pub(super) struct Phases(u8);
 
 const fn bit(phase: Phase) -> u8 {
-    1 << phase as u8
+    1 << phase.to_u8()
 }
 
 const C: u8 = bit(Phase::Certificate);

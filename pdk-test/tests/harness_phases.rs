@@ -2,7 +2,7 @@
 //! error naming the function and the phase, and Kong's consequences follow.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{FailureKind, LogLevel, Phase, PluginTest, Source, TestRequest};
+use kong_rust_pdk_test::{FailureKind, LogLevel, Phase, PluginTest, Source, TestRequest};
 
 #[derive(Deserialize, Schema)]
 struct Config {
@@ -59,12 +59,12 @@ impl Plugin for Prober {
     }
 }
 
-fn probe(phase: &str, method: &str, request: TestRequest) -> kong_rust_pdk::testing::Outcome {
+fn probe(phase: &str, method: &str, request: TestRequest) -> kong_rust_pdk_test::Outcome {
     let config = serde_json::json!({ "phase": phase, "method": method }).to_string();
     PluginTest::<Prober>::new(&config).unwrap().run(request)
 }
 
-fn error_of(outcome: &kong_rust_pdk::testing::Outcome, method: &str) -> Error {
+fn error_of(outcome: &kong_rust_pdk_test::Outcome, method: &str) -> Error {
     outcome.calls_to(method)[0].result.clone().unwrap_err()
 }
 

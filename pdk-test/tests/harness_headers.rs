@@ -2,7 +2,7 @@
 //! request, the service request and the client response.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{PluginTest, TestRequest, UpstreamResponse, Value};
+use kong_rust_pdk_test::{PluginTest, TestRequest, UpstreamResponse, Value};
 
 #[derive(Deserialize, Schema)]
 struct Config {
@@ -57,7 +57,7 @@ impl Plugin for Copier {
     }
 }
 
-fn run(request: TestRequest) -> kong_rust_pdk::testing::Outcome {
+fn run(request: TestRequest) -> kong_rust_pdk_test::Outcome {
     PluginTest::<Copier>::new("{}").unwrap().run(request)
 }
 

@@ -1,13 +1,13 @@
 //! `kong.response.*`: the response the client gets.
 
 use super::{header_of, headers_of, Answer, Args};
-use crate::pdk::default_error_message;
-use crate::testing::{
+use crate::{
     http, lua,
     outcome::{Exit, LogLevel, Source},
     request::REQUEST_ID,
     state::{Body, HeaderOp, State},
 };
+use kong_rust_pdk::pdk::default_error_message;
 use rmpv::Value;
 
 pub(super) fn get_status(s: &mut State, _: &Args) -> Answer {

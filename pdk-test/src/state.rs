@@ -8,7 +8,8 @@ use super::{
     },
     request::{Subsystem, TestRequest},
 };
-use crate::{abi::Phase, pdk::Headers, Error, ErrorKind};
+use crate::HeaderLines as Headers;
+use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
 use rmpv::Value;
 use serde_json::Value as Json;
 use std::{
@@ -224,10 +225,11 @@ impl State {
     }
 
     /// The handler of the current phase returned `result` (`Err(message)` for a panic).
-    pub(crate) fn finish(&mut self, result: Result<crate::Result<()>, String>) {
+    pub(crate) fn finish(&mut self, result: Result<kong_rust_pdk::Result<()>, String>) {
         let (kind, message) = match result {
             Ok(Ok(())) => return,
-            Ok(Err(error)) => (FailureKind::Returned(error.kind()), error.to_string()),
+            // With its causes, as the host logs it.
+            Ok(Err(error)) => (FailureKind::Returned(error.kind()), format!("{error:#}")),
             Err(panic) => (FailureKind::Panicked, panic),
         };
         self.failures.push(Failure {

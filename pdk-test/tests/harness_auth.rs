@@ -6,7 +6,7 @@ use kong_rust_pdk::pdk::{
     QueryArg,
 };
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{LogLevel, PluginTest, Source, TestRequest, Value};
+use kong_rust_pdk_test::{LogLevel, PluginTest, Source, TestRequest, Value};
 
 #[derive(Deserialize, Schema)]
 struct Config {}
@@ -30,10 +30,10 @@ impl Plugin for KeyAuth {
 
     fn access(&self, kong: &Kong) -> Result<()> {
         let Some(QueryArg::Value(key)) = kong.request.get_query_arg("apikey")? else {
-            return kong.response.exit(401, "no key", None);
+            return kong.response.exit(401, "no key", None).into();
         };
         let Some(consumer) = kong.client.load_consumer(&key, true)? else {
-            return kong.response.exit(403, "unknown key", None);
+            return kong.response.exit(403, "unknown key", None).into();
         };
         let credential = Credential {
             id: Some("cred-for-key".into()),

@@ -5,8 +5,8 @@
 
 use kong_rust_pdk::pdk::{
     entity::{Consumer, Credential, EntityRef, Fields},
-    Call, ClientVerify, Headers, Memory, MemoryUnit, QueryArg, Scheme, SerializeMode, Source,
-    Subsystem, UriCaptures, VaultReference,
+    Call, ClientVerify, Headers, Memory, MemoryUnit, MultiMap, QueryArg, Scheme, SerializeMode,
+    Source, Subsystem, UriCaptures, VaultReference,
 };
 use kong_rust_pdk::{ErrorKind, Kong, Result};
 use rmpv::Value;
@@ -106,6 +106,13 @@ fn not_utf8() -> Value {
 }
 
 fn headers(entries: &[(&str, &[&str])]) -> Headers {
+    entries
+        .iter()
+        .flat_map(|(k, vs)| vs.iter().map(move |v| (*k, *v)))
+        .collect()
+}
+
+fn multi_map(entries: &[(&str, &[&str])]) -> MultiMap {
     entries
         .iter()
         .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
@@ -604,7 +611,7 @@ fn request() -> Vec<Case> {
             map(&[("a", list(&[s("1"), s("2")])), ("flag", empty())]),
             |k| {
                 let query = k.request.get_query(Some(10))?;
-                assert_eq!(query, headers(&[("a", &["1", "2"]), ("flag", &[])]));
+                assert_eq!(query, multi_map(&[("a", &["1", "2"]), ("flag", &[])]));
                 Ok(())
             },
         ),
@@ -629,6 +636,9 @@ fn request() -> Vec<Case> {
             |k| {
                 let all = k.request.get_headers(None)?;
                 assert_eq!(all, headers(&[("accept", &["a", "b"])]));
+                // Names are case-insensitive.
+                assert_eq!(all.get("Accept"), Some("a"));
+                assert_eq!(all.get_all("ACCEPT"), ["a", "b"]);
                 Ok(())
             },
         ),
@@ -808,13 +818,13 @@ fn response() -> Vec<Case> {
                 map(&[("x-a", list(&[s("1"), s("2")]))]),
             ],
             Value::Nil,
-            move |k| k.response.exit(403, "", Some(&h3)),
+            move |k| k.response.exit(403, "", Some(&h3)).into(),
         ),
         case(
             "kong.response.exit",
             vec![Value::from(200), Value::Binary(vec![0xff, 0])],
             Value::Nil,
-            |k| k.response.exit(200, [0xff, 0], None),
+            |k| k.response.exit(200, [0xff, 0], None).into(),
         ),
         case(
             "kong.response.exit",
@@ -823,13 +833,14 @@ fn response() -> Vec<Case> {
             |k| {
                 k.response
                     .exit_json(429, &serde_json::json!({"message": "slow down"}), None)
+                    .into()
             },
         ),
         case(
             "kong.response.error",
             vec![Value::from(404)],
             Value::Nil,
-            |k| k.response.error(404, None, None),
+            |k| k.response.error(404, None, None).into(),
         ),
         // Headers without a message: Kong's default message fills the slot.
         case(
@@ -842,7 +853,7 @@ fn response() -> Vec<Case> {
             Value::Nil,
             |k| {
                 let plain = headers(&[("content-type", &["text/plain"])]);
-                k.response.error(403, None, Some(&plain))
+                k.response.error(403, None, Some(&plain)).into()
             },
         ),
     ]
@@ -976,7 +987,7 @@ fn service_request() -> Vec<Case> {
                 ("flag", Value::Boolean(true)),
             ])],
             |k| {
-                let query = headers(&[("a", &["1", "2"]), ("flag", &[])]);
+                let query = multi_map(&[("a", &["1", "2"]), ("flag", &[])]);
                 k.service.request.set_query(&query)
             },
         ),
@@ -1236,7 +1247,7 @@ fn typed_methods_are_exactly_the_catalogue() {
     ] {
         typed.extend(run(cases));
     }
-    let mut catalogue: BTreeSet<String> = kong_rust_pdk::testing::catalogue_names()
+    let mut catalogue: BTreeSet<String> = kong_rust_pdk_test::catalogue_names()
         .into_iter()
         .map(str::to_string)
         .collect();
@@ -1294,8 +1305,11 @@ fn unsendable_calls_are_refused_locally() {
     let kong_side = Recorder::default();
     let kong = Kong::new(&kong_side);
     for error in [
-        kong.response.error(302, None, None).unwrap_err(),
-        kong.response.exit(99, "", None).unwrap_err(),
+        kong.response
+            .error(302, None, None)
+            .into_result()
+            .unwrap_err(),
+        kong.response.exit(99, "", None).into_result().unwrap_err(),
         kong.log
             .set_serialize_value("k", &None::<u8>, SerializeMode::Add)
             .unwrap_err(),

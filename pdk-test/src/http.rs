@@ -2,7 +2,7 @@
 //! normalization and request/response body codecs.
 
 use super::lua;
-use crate::pdk::Headers;
+use crate::HeaderLines as Headers;
 use rmpv::Value;
 
 /// How nginx compares header names: case-insensitively, `_` standing for `-`.

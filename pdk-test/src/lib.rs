@@ -4,7 +4,7 @@
 //!
 //! ```
 //! use kong_rust_pdk::prelude::*;
-//! use kong_rust_pdk::testing::{LogLevel, PluginTest, Source, TestRequest};
+//! use kong_rust_pdk_test::{LogLevel, PluginTest, Source, TestRequest};
 //!
 //! #[derive(Deserialize, Schema)]
 //! struct Config {
@@ -28,7 +28,7 @@
 //!     fn access(&self, kong: &Kong) -> Result<()> {
 //!         match kong.request.get_header(&self.header)? {
 //!             Some(key) => kong.service.request.set_header("x-key-seen", &key),
-//!             None => kong.response.exit(401, "missing key", None),
+//!             None => kong.response.exit(401, "missing key", None).into(),
 //!         }
 //!     }
 //!
@@ -64,7 +64,7 @@
 //!   `certificate` (TLS only), `rewrite`, `access`, the proxying, `response`, `log`; for
 //!   [`TestRequest::stream`], `certificate` (tls), `preread`, `log`. A function called in a
 //!   phase where protocol.md §11 says Kong does not allow it fails with Kong's error naming the
-//!   function and the phase ([`ErrorKind::Kong`](crate::ErrorKind::Kong)).
+//!   function and the phase ([`ErrorKind::Kong`](kong_rust_pdk::ErrorKind::Kong)).
 //! * **One request, two views.** `kong.service.request.*` changes the request Kong holds, so
 //!   `kong.request.get_header`, `get_method`, `get_query` and `get_raw_body` see the changes, as
 //!   in Kong; the path and scheme for the service are separate. The request sent upstream
@@ -74,7 +74,7 @@
 //!   service's headers; in the `response` phase they change the response the service gave.
 //!   `kong.response.exit`/`error` answer the client (JSON bodies, Kong's error templates and
 //!   `Accept` negotiation, `Content-Length`), end the phase's event (later calls fail with
-//!   [`ErrorKind::EventEnded`](crate::ErrorKind::EventEnded), as with the host) and skip the
+//!   [`ErrorKind::EventEnded`](kong_rust_pdk::ErrorKind::EventEnded), as with the host) and skip the
 //!   remaining phases but `log`.
 //! * **Failures.** A handler that returns an error or panics is recorded in
 //!   [`Outcome::failures`]; in `rewrite`, `access`, `response` and `preread` the client gets
@@ -100,7 +100,12 @@ mod run;
 mod serialize;
 mod state;
 
-pub use crate::{abi::Phase, pdk::Headers};
+pub use kong_rust_pdk::abi::Phase;
+
+/// Header lines as the in-memory Kong holds them and an [`Outcome`] reports them: lower-case
+/// names to their values, in order (the typed PDK's [`Headers`](kong_rust_pdk::pdk::Headers)
+/// is what a plugin sees).
+pub type HeaderLines = std::collections::BTreeMap<String, Vec<String>>;
 pub use outcome::{
     ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
     UpstreamRequest,

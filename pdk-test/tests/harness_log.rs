@@ -4,7 +4,7 @@
 
 use kong_rust_pdk::pdk::SerializeMode;
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{
+use kong_rust_pdk_test::{
     FailureKind, LogLevel, Phase, PluginTest, TestRequest, UpstreamResponse, ROUTE_ID, SERVICE_ID,
 };
 

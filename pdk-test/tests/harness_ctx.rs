@@ -2,7 +2,7 @@
 //! before), with values as they come back from Lua.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{LogLevel, PluginTest, TestRequest, Value};
+use kong_rust_pdk_test::{LogLevel, PluginTest, TestRequest, Value};
 use serde::Serialize;
 
 #[derive(Deserialize, Schema)]

@@ -1,7 +1,7 @@
 //! `kong.client.*`: the client connection and who it authenticated as.
 
 use super::{optional, Answer, Args};
-use crate::testing::{
+use crate::{
     http, lua,
     state::{lua_field, lua_value, State},
 };

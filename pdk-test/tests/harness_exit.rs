@@ -2,7 +2,7 @@
 //! log, and failing handlers get the host's 500.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{
+use kong_rust_pdk_test::{
     FailureKind, LogLevel, Phase, PluginTest, Source, TestRequest, REQUEST_ID,
 };
 
@@ -26,7 +26,7 @@ impl Plugin for Gate {
 
     fn rewrite(&self, kong: &Kong) -> Result<()> {
         if action(kong)? == "exit-in-rewrite" {
-            kong.response.exit(418, "teapot", None)?;
+            return kong.response.exit(418, "teapot", None).into();
         }
         Ok(())
     }
@@ -35,21 +35,27 @@ impl Plugin for Gate {
         kong.response.set_header("x-set-before", "yes")?;
         match action(kong)?.as_str() {
             "exit" => {
-                let headers = [("x-reason".to_string(), vec!["denied".to_string()])].into();
-                kong.response.exit(403, "", Some(&headers))?;
+                let headers = Headers::from([("x-reason", "denied")]);
+                // `into_result`: carry on after the exit, to show the next call fails.
+                kong.response.exit(403, "", Some(&headers)).into_result()?;
                 // Not reached with `?` below: the call fails, as with the real host.
                 kong.log.err("after exit")?;
             }
             "exit-json" => {
                 let body = serde_json::json!({"message": "slow down"});
-                kong.response.exit_json(429, &body, None)?;
+                kong.response.exit_json(429, &body, None).into_result()?;
             }
             "error" => {
-                kong.response.error(404, None, None)?;
+                kong.response.error(404, None, None).into_result()?;
                 // Not reached with `?` below: error ends the event as exit does.
                 kong.log.err("after error")?;
             }
             "fail" => return Err(Error::msg("database unreachable")),
+            "fail-in-context" => {
+                let keys: std::result::Result<(), std::io::Error> =
+                    Err(std::io::Error::other("permission denied"));
+                keys.context("loading keys")?;
+            }
             "panic" => panic!("handler bug"),
             _ => {}
         }
@@ -68,7 +74,7 @@ impl Plugin for Gate {
     }
 }
 
-fn run(request: TestRequest) -> kong_rust_pdk::testing::Outcome {
+fn run(request: TestRequest) -> kong_rust_pdk_test::Outcome {
     PluginTest::<Gate>::new("{}").unwrap().run(request)
 }
 
@@ -190,6 +196,12 @@ fn a_failing_handler_gets_the_hosts_500_and_log_still_runs() {
             "fail",
             FailureKind::Returned(ErrorKind::Plugin),
             "database unreachable",
+        ),
+        // The failure is recorded, and the host logs it, with its whole cause chain.
+        (
+            "fail-in-context",
+            FailureKind::Returned(ErrorKind::Plugin),
+            "loading keys: permission denied",
         ),
         ("panic", FailureKind::Panicked, "handler bug"),
     ] {

@@ -1,7 +1,7 @@
 //! `kong.router.*`, `kong.service.*`, `kong.service.request.*` and `kong.service.response.*`.
 
 use super::{body_of, content_type, header_of, headers_of, optional, Answer, Args};
-use crate::testing::{http, lua, state::State};
+use crate::{http, lua, state::State};
 use rmpv::Value;
 
 pub(super) fn get_route(s: &mut State, _: &Args) -> Answer {

@@ -6,7 +6,7 @@ use super::{
     request::{TestRequest, PLUGIN_ID, WORKSPACE_ID},
     state::State,
 };
-use crate::{abi::Phase, config, export::Exported, pdk::Kong, Error, ErrorKind, Result};
+use kong_rust_pdk::{abi::Phase, export::Exported, pdk::Kong, Error, ErrorKind, Result};
 use serde_json::{json, Value as Json};
 use std::{
     any::Any,
@@ -25,8 +25,11 @@ impl<P: Exported> PluginTest<P> {
     /// defaults are applied, and a bad field is named in the [`ErrorKind::Config`] error, all
     /// as with the real host; then `P::new` runs and its error is returned as is.
     pub fn new(config_json: &str) -> Result<Self> {
-        let config = config::decode::<P::Config>(&with_bookkeeping(config_json, P::NAME))
-            .map_err(|message| Error::new(ErrorKind::Config, message))?;
+        let config = kong_rust_pdk::__private::decode_config::<P::Config>(&with_bookkeeping(
+            config_json,
+            P::NAME,
+        ))
+        .map_err(|message| Error::new(ErrorKind::Config, message))?;
         Self::from_config(config)
     }
 
@@ -96,6 +99,8 @@ impl<P: Exported> PluginTest<P> {
                 Phase::Response => self.plugin.response(&pdk),
                 Phase::Preread => self.plugin.preread(&pdk),
                 Phase::Log => self.plugin.log(&pdk),
+                // `run` only runs the phases above.
+                _ => unreachable!("no phase {phase} in Kong's order"),
             }
         }))
         .map_err(|payload| panic_message(payload.as_ref()));

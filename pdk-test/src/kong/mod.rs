@@ -11,10 +11,8 @@ mod service;
 mod support;
 
 use super::{http, lua, outcome::PdkCall, state::State};
-use crate::{
-    pdk::{Call, Headers},
-    Error, ErrorKind, Result,
-};
+use crate::HeaderLines as Headers;
+use kong_rust_pdk::{pdk::Call, Error, ErrorKind, Result};
 use rmpv::Value;
 use std::{cell::RefCell, ops::RangeInclusive};
 

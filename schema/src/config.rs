@@ -2,7 +2,7 @@
 //! does to a config before storing it (defaults), undoing lua-cjson's quirks, and Kong's
 //! validation of the schema's constraints, so a config Kong would refuse is refused here too.
 
-use crate::schema::{is_integer, single_entry, Schema};
+use crate::{is_integer, single_entry, Schema};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::fmt;

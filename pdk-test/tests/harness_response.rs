@@ -1,7 +1,7 @@
 //! The harness: the response phase reads the service's response and rewrites it.
 
 use kong_rust_pdk::prelude::*;
-use kong_rust_pdk::testing::{Phase, PluginTest, Source, TestRequest, UpstreamResponse, Value};
+use kong_rust_pdk_test::{Phase, PluginTest, Source, TestRequest, UpstreamResponse, Value};
 
 #[derive(Deserialize, Schema)]
 struct Config {
@@ -37,12 +37,10 @@ impl Plugin for Wrapper {
         let raw = kong.service.response.get_raw_body()?;
         let data: serde_json::Value = serde_json::from_slice(&raw)?;
         let wrapped = serde_json::json!({ "data": data, self.marker.clone(): true });
-        let headers = [(
-            "content-type".to_string(),
-            vec!["application/vnd.wrapped+json".to_string()],
-        )]
-        .into();
-        kong.response.exit(200, wrapped.to_string(), Some(&headers))
+        let headers = Headers::from([("Content-Type", "application/vnd.wrapped+json")]);
+        kong.response
+            .exit(200, wrapped.to_string(), Some(&headers))
+            .into()
     }
 }
 

@@ -1,8 +1,9 @@
 //! What a run produced, for tests to assert on.
 
 use super::http;
-pub use crate::pdk::Source;
-use crate::{abi::Phase, pdk::Headers, Error, ErrorKind};
+use crate::HeaderLines as Headers;
+pub use kong_rust_pdk::pdk::Source;
+use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
 use rmpv::Value;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;

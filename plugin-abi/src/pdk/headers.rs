@@ -1,0 +1,114 @@
+//! [`Headers`]: HTTP headers with case-insensitive names.
+
+use std::collections::BTreeMap;
+
+/// HTTP headers as Kong's PDK returns and takes them: every name maps to all its values, in
+/// order. Names are case-insensitive, as in HTTP: `get("Content-Type")` and
+/// `get("content-type")` are the same header, and iteration yields lower-case names (what Kong
+/// returns).
+///
+/// ```
+/// use kong_rust_pdk::prelude::*;
+///
+/// let mut headers = Headers::new();
+/// headers.append("Accept", "text/html");
+/// headers.append("accept", "application/json");
+/// headers.insert("X-Id", "7");
+/// assert_eq!(headers.get("ACCEPT"), Some("text/html"));
+/// assert_eq!(headers.get_all("accept"), ["text/html", "application/json"]);
+/// assert_eq!(headers.get_all("x-missing"), [] as [String; 0]);
+/// let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
+/// assert_eq!(names, ["accept", "x-id"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    /// Lower-case name to values.
+    map: BTreeMap<String, Vec<String>>,
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Headers::default()
+    }
+
+    /// The first value of header `name`, `None` when it is absent (or has no value).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_all(name).first().map(String::as_str)
+    }
+
+    /// Every value of header `name`, in order; empty when it is absent.
+    pub fn get_all(&self, name: &str) -> &[String] {
+        self.map
+            .get(&name.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether header `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(&name.to_ascii_lowercase())
+    }
+
+    /// Sets header `name` to `value` alone, replacing any values it had.
+    pub fn insert(&mut self, name: &str, value: impl Into<String>) {
+        self.map
+            .insert(name.to_ascii_lowercase(), vec![value.into()]);
+    }
+
+    /// Adds `value` to header `name`, after any values it has.
+    pub fn append(&mut self, name: &str, value: impl Into<String>) {
+        self.map
+            .entry(name.to_ascii_lowercase())
+            .or_default()
+            .push(value.into());
+    }
+
+    /// Removes header `name`, returning its values.
+    pub fn remove(&mut self, name: &str) -> Option<Vec<String>> {
+        self.map.remove(&name.to_ascii_lowercase())
+    }
+
+    /// Each header: its lower-case name and its values, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.map
+            .iter()
+            .map(|(name, values)| (name.as_str(), values.as_slice()))
+    }
+
+    /// How many distinct header names there are.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = (&'a str, &'a [String]);
+    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a [String])> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Header lines, one `(name, value)` each: a repeated name gets every value, in order.
+impl<N: AsRef<str>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(lines: I) -> Self {
+        let mut headers = Headers::new();
+        for (name, value) in lines {
+            headers.append(name.as_ref(), value);
+        }
+        headers
+    }
+}
+
+/// Header lines, one `(name, value)` each, as for `FromIterator`.
+impl<N: AsRef<str>, V: Into<String>, const LINES: usize> From<[(N, V); LINES]> for Headers {
+    fn from(lines: [(N, V); LINES]) -> Self {
+        lines.into_iter().collect()
+    }
+}
