@@ -6,12 +6,14 @@ use super::{
     request::{TestRequest, PLUGIN_ID, WORKSPACE_ID},
     state::State,
 };
-use kong_rust_pdk::{abi::Phase, export::Exported, pdk::Kong, Error, ErrorKind, Result};
-use serde_json::{json, Value as Json};
-use std::{
-    any::Any,
-    panic::{self, AssertUnwindSafe},
+use kong_rust_pdk::{
+    abi::Phase,
+    export::{panic_message, run_phase, Exported},
+    pdk::Kong,
+    Error, ErrorKind, Result,
 };
+use serde_json::{json, Value as Json};
+use std::panic::{self, AssertUnwindSafe};
 
 /// A plugin instance, built from a configuration as the host builds it, that runs requests
 /// through an in-memory Kong.
@@ -91,17 +93,7 @@ impl<P: Exported> PluginTest<P> {
     fn run_phase(&self, kong: &MockKong, phase: Phase) {
         kong.with(|s| s.begin(phase));
         let result = panic::catch_unwind(AssertUnwindSafe(|| {
-            let pdk = Kong::new(kong);
-            match phase {
-                Phase::Certificate => self.plugin.certificate(&pdk),
-                Phase::Rewrite => self.plugin.rewrite(&pdk),
-                Phase::Access => self.plugin.access(&pdk),
-                Phase::Response => self.plugin.response(&pdk),
-                Phase::Preread => self.plugin.preread(&pdk),
-                Phase::Log => self.plugin.log(&pdk),
-                // `run` only runs the phases above.
-                _ => unreachable!("no phase {phase} in Kong's order"),
-            }
+            run_phase(&self.plugin, phase, &Kong::new(kong))
         }))
         .map_err(|payload| panic_message(payload.as_ref()));
         kong.with(|s| s.finish(result));
@@ -126,12 +118,4 @@ fn with_bookkeeping(config_json: &str, name: &str) -> String {
         config.entry(key).or_insert(value);
     }
     Json::Object(config).to_string()
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic with a non-string payload".to_string())
 }

@@ -77,6 +77,22 @@ extern "C" fn new_instance<P: Exported>(
     }
 }
 
+/// Calls `plugin`'s handler for `phase`: what the host runs, and the test harness too.
+pub fn run_phase<P: Plugin>(plugin: &P, phase: Phase, kong: &Kong) -> crate::Result<()> {
+    match phase {
+        Phase::Certificate => plugin.certificate(kong),
+        Phase::Rewrite => plugin.rewrite(kong),
+        Phase::Access => plugin.access(kong),
+        Phase::Response => plugin.response(kong),
+        Phase::Preread => plugin.preread(kong),
+        Phase::Log => plugin.log(kong),
+        // A phase added by a later ABI release, which this plugin cannot implement.
+        _ => Err(crate::Error::msg(format!(
+            "this plugin does not know {phase}"
+        ))),
+    }
+}
+
 /// A plugin value behind the ABI trait object.
 struct Instance<P>(P);
 
@@ -84,18 +100,7 @@ impl<P: Plugin> PluginInstance for Instance<P> {
     fn run_phase(&self, phase: Phase, host: HostRef<'_>) -> RResult<(), PhaseError> {
         let outcome = guarded(|| {
             let kong = Kong::new(&host);
-            match phase {
-                Phase::Certificate => self.0.certificate(&kong),
-                Phase::Rewrite => self.0.rewrite(&kong),
-                Phase::Access => self.0.access(&kong),
-                Phase::Response => self.0.response(&kong),
-                Phase::Preread => self.0.preread(&kong),
-                Phase::Log => self.0.log(&kong),
-                // A phase added by a later ABI release, which this plugin cannot implement.
-                _ => Err(crate::Error::msg(format!(
-                    "this plugin does not know {phase}"
-                ))),
-            }
+            run_phase(&self.0, phase, &kong)
         });
         let (kind, message) = match outcome {
             Ok(Ok(())) => return RResult::ROk(()),
@@ -125,11 +130,12 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     result.map_err(|payload| {
         LAST_PANIC
             .take()
-            .unwrap_or_else(|| payload_message(payload.as_ref()))
+            .unwrap_or_else(|| panic_message(payload.as_ref()))
     })
 }
 
-fn payload_message(payload: &(dyn Any + Send)) -> String {
+/// The message of a caught panic's payload (a `&str` or `String`, as `panic!` makes them).
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
