@@ -59,13 +59,11 @@ pub struct Connection {
     pub name: Arc<str>,
     /// What that socket serves: StartInstance is checked against it.
     pub serves: Serves,
-    /// False for a successor's forwarding connection: it is never handed over.
-    pub transferable: bool,
     /// Where the connection goes when its holder lets it go.
     pub(crate) home: Arc<dyn Home>,
     /// Its place under `--max-connections`, given back when the connection closes; none for
-    /// a forwarding connection, which is not Kong's.
-    pub(crate) _slot: Option<Place>,
+    /// a successor's forwarding connection, which is not Kong's.
+    pub(crate) slot: Option<Place>,
 }
 
 /// What waiting on a connection gave.
@@ -162,6 +160,12 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// Whether it moves to a successor (`serve --upgrade`): Kong's connections do; a
+    /// successor's forwarding connection is how it reaches this process's events, and stays.
+    pub fn transferable(&self) -> bool {
+        self.slot.is_some()
     }
 
     /// Writes `reply` and keeps the connection, unless Kong closed it.

@@ -203,11 +203,10 @@ impl Server {
         Box::new(Connection {
             stream,
             frames,
-            transferable: slot.is_some(),
             name,
             serves,
             home: Arc::clone(self) as Arc<dyn Home>,
-            _slot: slot,
+            slot,
         })
     }
 
@@ -301,7 +300,7 @@ impl Server {
                         Fill::Closed => return,
                     }
                 }
-                _ = handing_over.wait_for(|ready| *ready), if conn.transferable => {}
+                _ = handing_over.wait_for(|ready| *ready), if conn.transferable() => {}
             }
         }
     }
@@ -353,7 +352,7 @@ impl Server {
     /// Whether `conn` moves to the successor now: once it accepts, only Steps of this
     /// process's own events are answered here.
     fn hands_over(&self, conn: &Conn, message: Option<&Value>) -> bool {
-        conn.transferable
+        conn.transferable()
             && self.upgrading.under_way()
             && !message.is_some_and(|message| self.dispatcher.owns_step(message))
     }
