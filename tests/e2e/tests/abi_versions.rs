@@ -151,11 +151,11 @@ async fn a_plugin_built_against_a_newer_pdk_minor_loads_when_the_abi_is_unchange
     let work = TempDir::new("pdk-bump");
     plugin_workspace(
         work.path(),
-        &[("plugin-abi", "pdk"), ("plugin-abi/macros", "pdk/macros")],
+        &[("pdk", "pdk"), ("pdk/macros", "pdk/macros")],
         "pdk_bumped",
     );
     let pdk_version = bump_copy(work.path(), "pdk");
-    assert_ne!(pdk_version, repo_version("plugin-abi"));
+    assert_ne!(pdk_version, repo_version("pdk"));
     build(work.path());
 
     let library = target_dir().join("debug/libpdk_bumped.so");
@@ -184,13 +184,13 @@ fn a_plugin_built_against_another_abi_minor_is_refused_naming_the_abi_this_host_
     plugin_workspace(
         work.path(),
         &[
-            ("abi", "abi"),
-            ("plugin-abi", "pdk"),
-            ("plugin-abi/macros", "pdk/macros"),
+            ("plugin-abi", "plugin-abi"),
+            ("pdk", "pdk"),
+            ("pdk/macros", "pdk/macros"),
         ],
         "abi_bumped",
     );
-    let abi_version = bump_copy(work.path(), "abi");
+    let abi_version = bump_copy(work.path(), "plugin-abi");
     build(work.path());
 
     let library = target_dir().join("debug/libabi_bumped.so");
@@ -210,7 +210,7 @@ fn a_plugin_built_against_another_abi_minor_is_refused_naming_the_abi_this_host_
         .filter(|l| l.contains("abi-bumped.so"))
         .collect();
     assert_eq!(lines.len(), 1, "exactly one line:\n{stderr}");
-    let host_abi = repo_version("abi");
+    let host_abi = repo_version("plugin-abi");
     let needed = &host_abi[..host_abi.rfind('.').unwrap()];
     assert!(
         lines[0].contains(&format!(
