@@ -9,6 +9,7 @@ use crate::{
     runtime::memory,
     runtime::metrics::{self, Ending, PluginStats},
     runtime::place::Place,
+    runtime::status::{InstanceStatus, PluginStatus, Reclaimed, Stats, Status},
     runtime::throttle::Throttle,
     runtime::unix_now,
     wire::rpc::{self, MsgId, Request, StepData, StepResult},
@@ -272,7 +273,7 @@ impl Dispatcher {
                 Err(error) => Err(error),
             },
             Request::Step { .. } | Request::StepError { .. } => unreachable!("taken above"),
-            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status())),
+            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status().to_value())),
         };
         match reply {
             Ok(reply) => conn.answer(&reply),
@@ -509,71 +510,44 @@ impl Dispatcher {
     }
 
     /// `plugin.GetStatus`: the reference servers' shape (protocol.md §14) plus sharing counters.
-    fn status(&self) -> Value {
+    fn status(&self) -> Status<'_> {
         let ids = self.instances.ids();
         let live = self.instances.live_counts();
-        let mut names: Vec<&String> = self.plugins.keys().collect();
-        names.sort();
-        let plugins = names
-            .into_iter()
-            .map(|name| {
-                let plugin = &self.plugins[name].plugin;
+        let plugins = self
+            .plugins
+            .iter()
+            .map(|(name, served)| {
+                let plugin = &served.plugin;
                 let instances = ids
                     .iter()
                     .filter(|status| &status.plugin == name)
-                    .map(|status| {
-                        Value::Map(vec![
-                            (Value::from("Id"), Value::from(status.id)),
-                            (Value::from("Name"), Value::from(name.as_str())),
-                            (Value::from("StartTime"), Value::from(status.started_at)),
-                            (
-                                Value::from("Config"),
-                                Value::from(status.config.to_string()),
-                            ),
-                            (
-                                Value::from("SharedInstance"),
-                                Value::from(status.instance as u64),
-                            ),
-                        ])
+                    .map(|status| InstanceStatus {
+                        id: status.id,
+                        name,
+                        start_time: status.started_at,
+                        config: status.config.to_string(),
+                        shared_instance: status.instance as u64,
                     })
                     .collect();
-                let entry = Value::Map(vec![
-                    (Value::from("Name"), Value::from(name.as_str())),
-                    (Value::from("Version"), Value::from(plugin.version.as_str())),
-                    (
-                        Value::from("Path"),
-                        Value::from(plugin.path.display().to_string()),
-                    ),
-                    (Value::from("Instances"), Value::Array(instances)),
-                    (
-                        Value::from("LiveInstances"),
-                        Value::from(live.get(name).copied().unwrap_or(0) as u64),
-                    ),
-                    (
-                        Value::from("Constructed"),
-                        Value::from(self.instances.constructed(name)),
-                    ),
-                    (Value::from("Stats"), stats_value(&self.plugins[name].stats)),
-                    (
-                        Value::from("Reclaimed"),
-                        reclaimed_value(&self.plugins[name].stats),
-                    ),
-                ]);
-                (Value::from(name.as_str()), entry)
+                let entry = PluginStatus {
+                    name,
+                    version: &plugin.version,
+                    path: plugin.path.display().to_string(),
+                    instances,
+                    live_instances: live.get(name).copied().unwrap_or(0),
+                    constructed: self.instances.constructed(name),
+                    stats: Stats::of(&served.stats),
+                    reclaimed: Reclaimed::of(&served.stats),
+                };
+                (name.as_str(), entry)
             })
             .collect();
-        Value::Map(vec![
-            (Value::from("Pid"), Value::from(std::process::id())),
-            (Value::from("Plugins"), Value::Map(plugins)),
-            (
-                Value::from("EventsInFlight"),
-                Value::from(self.events.in_flight() as u64),
-            ),
-            (
-                Value::from("AllocatedBytes"),
-                memory::allocated_bytes().map_or(Value::Nil, Value::from),
-            ),
-        ])
+        Status {
+            pid: std::process::id(),
+            plugins,
+            events_in_flight: self.events.in_flight(),
+            allocated_bytes: memory::allocated_bytes(),
+        }
     }
 }
 
@@ -615,47 +589,4 @@ fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
         // Certificate, Log (and no other phase reaches a handler: see `Phase::from_name`).
         _ => None,
     }
-}
-
-/// Events reclaimed because Kong never answered a PDK call: `{phase: {method: count}}`.
-fn reclaimed_value(stats: &PluginStats) -> Value {
-    let mut phases: Vec<(Value, Value)> = Vec::new();
-    for (phase, method, count) in stats.reclaimed_snapshot() {
-        let entry = (Value::from(method), Value::from(count));
-        match phases
-            .iter_mut()
-            .find(|(p, _)| p.as_str() == Some(phase.as_str()))
-        {
-            Some((_, Value::Map(methods))) => methods.push(entry),
-            _ => phases.push((Value::from(phase.as_str()), Value::Map(vec![entry]))),
-        }
-    }
-    Value::Map(phases)
-}
-
-/// Per phase: each counter, and the latency histogram as cumulative `le_<µs>` counts plus sum.
-fn stats_value(stats: &PluginStats) -> Value {
-    Value::Map(
-        stats
-            .snapshot()
-            .into_iter()
-            .map(|phase| {
-                let mut entries: Vec<(Value, Value)> = phase
-                    .counters
-                    .iter()
-                    .map(|(name, count)| (Value::from(*name), Value::from(*count)))
-                    .collect();
-                let mut latency: Vec<(Value, Value)> = metrics::BUCKETS_US
-                    .iter()
-                    .map(|bound| format!("le_{bound}"))
-                    .chain(["le_inf".to_string()])
-                    .zip(&phase.cumulative_buckets)
-                    .map(|(bound, count)| (Value::from(bound), Value::from(*count)))
-                    .collect();
-                latency.push((Value::from("sum"), Value::from(phase.latency_sum_us)));
-                entries.push((Value::from("latency_us"), Value::Map(latency)));
-                (Value::from(phase.phase.as_str()), Value::Map(entries))
-            })
-            .collect(),
-    )
 }
