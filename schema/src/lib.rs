@@ -23,8 +23,9 @@
 //! ```
 
 mod config;
+mod lua_pattern;
 
-use crate::config::{lua_pattern, validate};
+use crate::config::validate;
 pub use config::decode;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
