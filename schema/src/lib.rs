@@ -529,8 +529,9 @@ const ATTRIBUTES: &[(&str, Shape)] = &[
     ("shorthand_fields", Shape::Array),
 ];
 
-/// Kong's limits on `description`, in bytes (Lua's `#`).
-const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
+/// Kong's limits on a field's `description`, in bytes (Lua's `#`): the metaschema check here and
+/// `#[derive(Schema)]`, which refuses a doc comment outside them at compile time.
+pub const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
 
 impl Shape {
     /// `Err(what the value should be)` if `value` does not have this shape.

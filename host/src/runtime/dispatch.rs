@@ -14,7 +14,7 @@ use crate::{
     runtime::unix_now,
     wire::rpc::{self, MsgId, Request, StepData, StepResult},
 };
-use kong_rust_abi::{Phase, PhaseErrorKind};
+use kong_rust_abi::{Phase, PhaseErrorKind, KONG_500_MESSAGE};
 use rmpv::Value;
 use std::{
     collections::HashMap,
@@ -24,6 +24,9 @@ use std::{
     },
     time::Duration,
 };
+
+/// The error reply to a request that would start something while the host stops.
+const SHUTTING_DOWN: &str = "kong-rust-host is shutting down";
 
 /// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
 /// (Kong 3.0–3.8 single-entry setups, where StartInstance's `Name` picks the plugin).
@@ -82,7 +85,7 @@ impl Answer for Served {
     fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield<'_>) -> Vec<u8> {
         let plugin = &self.plugin.name;
         let Some(events) = self.events.upgrade() else {
-            return rpc::error_reply(msgid, "kong-rust-host is shutting down");
+            return rpc::error_reply(msgid, SHUTTING_DOWN);
         };
         let phase = event.phase;
         let ended = |ending| self.stats.event(phase, ending, event.started.elapsed());
@@ -120,7 +123,7 @@ impl Answer for Served {
                     _ => format!("failed: {}", error.message),
                 };
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
-                match exit_args(phase, 500, FAIL_CLOSED_BODY).filter(|_| !self.fail_open) {
+                match exit_args(phase, 500, KONG_500_MESSAGE).filter(|_| !self.fail_open) {
                     Some(args) => ("kong.response.exit".to_string(), args),
                     None => return rpc::step_reply(msgid, event.id, StepData::Ret),
                 }
@@ -146,9 +149,6 @@ impl Answer for Served {
         )
     }
 }
-
-/// Kong's own wording for an internal error (its 500 body), used when a handler fails.
-const FAIL_CLOSED_BODY: &str = "An unexpected error occurred";
 
 impl Dispatcher {
     pub fn new(
@@ -303,7 +303,7 @@ impl Dispatcher {
                 )
             })?;
         if self.draining.load(Ordering::Acquire) {
-            return Err("kong-rust-host is shutting down".into());
+            return Err(SHUTTING_DOWN.into());
         }
         let live = self.instances.count();
         if live >= self.max_instances {
@@ -344,7 +344,7 @@ impl Dispatcher {
             return Ok(Prepared::Answered(ret));
         }
         if self.draining.load(Ordering::Acquire) {
-            return Err("kong-rust-host is shutting down".into());
+            return Err(SHUTTING_DOWN.into());
         }
         let served = &self.plugins[&instance.plugin.name];
         let place = match Place::take(&served.in_flight, self.max_events_per_plugin) {
@@ -576,17 +576,14 @@ fn no_instance(id: i64) -> String {
 /// Kong itself would fail open on an error reply (protocol.md §12), letting a request through that
 /// an authentication plugin meant to stop.
 fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
-    match phase {
-        Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread => {
-            let args = Value::Array(vec![
-                Value::from(status),
-                Value::Map(vec![(Value::from("message"), Value::from(message))]),
-            ]);
-            let mut encoded = Vec::with_capacity(48);
-            rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");
-            Some(encoded)
-        }
-        // Certificate, Log (and no other phase reaches a handler: see `Phase::from_name`).
-        _ => None,
+    if !phase.can_answer_client() {
+        return None;
     }
+    let args = Value::Array(vec![
+        Value::from(status),
+        Value::Map(vec![(Value::from("message"), Value::from(message))]),
+    ]);
+    let mut encoded = Vec::with_capacity(48);
+    rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");
+    Some(encoded)
 }

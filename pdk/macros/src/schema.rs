@@ -1,3 +1,4 @@
+use kong_rust_schema::DESCRIPTION_BYTES;
 use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{
@@ -5,9 +6,6 @@ use syn::{
     Expr, ExprArray, ExprLit, ExprTuple, ExprUnary, Fields, Lit, LitBool, LitInt, LitStr, Meta,
     Token, Type, UnOp,
 };
-
-/// Kong rejects descriptions outside 10–500 bytes (Lua's `#`, protocol.md §4.4).
-const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
 
 const ATTRIBUTES: &str = "default, description, required, one_of, between, gt, len_min, \
     len_max, len_eq, match, not_match, starts_with, uuid, referenceable, encrypted";
@@ -367,7 +365,9 @@ impl FieldParser<'_> {
                 return Err(syn::Error::new(
                     span,
                     format!(
-                        "this becomes Kong's `description`, which must be 10 to 500 bytes long; it is {} bytes",
+                        "this becomes Kong's `description`, which must be {} to {} bytes long; it is {} bytes",
+                        DESCRIPTION_BYTES.start(),
+                        DESCRIPTION_BYTES.end(),
                         text.len()
                     ),
                 ));
