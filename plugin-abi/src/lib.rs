@@ -45,7 +45,8 @@ pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// layout: a plain constant both sides read.
 pub const KONG_500_MESSAGE: &str = "An unexpected error occurred";
 
-/// A phase Kong can run an external plugin in (protocol.md §10.1).
+/// A phase Kong can run an external plugin in: the phases Kong's plugin-server protocol offers
+/// (Kong's `header_filter` and `body_filter` are not among them).
 ///
 /// A `u8` newtype rather than an enum so that a later ABI release can add phases: an unknown
 /// value is carried, [`Phase::is_known`] says whether this build knows it, and it prints as

@@ -1,6 +1,6 @@
 //! # kong-rust-schema
 //!
-//! Kong plugin schemas derived from Rust types (protocol.md §4.4), shared by `kong-rust-pdk`
+//! Kong plugin schemas derived from Rust types, shared by `kong-rust-pdk`
 //! (which re-exports it as `kong_rust_pdk::schema`, with the derive and examples) and
 //! `kong-rust-host` (which checks every plugin's schema with [`check_plugin_schema`] when it
 //! loads it, without depending on the PDK).
@@ -571,7 +571,7 @@ impl Shape {
 }
 
 /// Checks a whole plugin schema (`{"name": .., "fields": [{"config": {..}}, ..]}`) against
-/// the rules Kong's metaschema applies when it loads an external plugin (protocol.md §4.4), so
+/// the rules Kong's metaschema applies when it loads an external plugin, so
 /// that a schema Kong would refuse is refused at load time with a message naming the field:
 ///
 /// * top level: an object with a string `name` and a `fields` array; besides those only
