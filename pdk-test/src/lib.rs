@@ -92,6 +92,8 @@
 //!
 //! Every call, its arguments and its result are in [`Outcome::calls`].
 
+#![warn(missing_docs)]
+
 mod http;
 mod kong;
 mod lua;

@@ -22,6 +22,8 @@
 //! assert!(check_plugin_schema(&schema).is_ok());
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod lua_pattern;
 
@@ -33,13 +35,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// The Kong type of a field definition (its `"type"`), for the types config fields use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// `"string"`.
     String,
+    /// `"integer"`.
     Integer,
+    /// `"number"`.
     Number,
+    /// `"boolean"`.
     Boolean,
+    /// `"array"`: ordered `elements`.
     Array,
+    /// `"set"`: distinct `elements`.
     Set,
+    /// `"map"`: string `keys` to `values`.
     Map,
+    /// `"record"`: named `fields`.
     Record,
 }
 

@@ -1,5 +1,7 @@
 //! Procedural macros of `kong-rust-pdk`. Use them through that crate.
 
+#![warn(missing_docs)]
+
 mod plugin;
 mod schema;
 
