@@ -5,7 +5,8 @@
 //! Layout, each folder using only those below it:
 //!
 //! - [`cli`]: the command lines (`serve`, `dump`, `kong-conf`, `doctor`, `status`,
-//!   `wait-ready`), dedicated mode and the plugin-named entry point.
+//!   `wait-ready`, a module each), dedicated mode, the plugin-named entry point, and the server
+//!   assembly `serve` and dedicated mode both run (`cli/serving.rs`).
 //! - `upgrade`: `serve --upgrade`, a new process taking over the sockets, instance ids and
 //!   connections of the running one; the serving lock.
 //! - `serve`: the sockets: binding them, accepting Kong's connections, watching idle ones and

@@ -63,8 +63,9 @@
 //! * **Phases.** [`PluginTest::run`] runs the phases the plugin implements in Kong's order:
 //!   `certificate` (TLS only), `rewrite`, `access`, the proxying, `response`, `log`; for
 //!   [`TestRequest::stream`], `certificate` (tls), `preread`, `log`. A function called in a
-//!   phase where protocol.md §11 says Kong does not allow it fails with Kong's error naming the
-//!   function and the phase ([`ErrorKind::Kong`](kong_rust_pdk::ErrorKind::Kong)).
+//!   phase where Kong does not allow it (the phases Kong's PDK documentation gives it) fails
+//!   with Kong's error naming the function and the phase
+//!   ([`ErrorKind::Kong`](kong_rust_pdk::ErrorKind::Kong)).
 //! * **One request, two views.** `kong.service.request.*` changes the request Kong holds, so
 //!   `kong.request.get_header`, `get_method`, `get_query` and `get_raw_body` see the changes, as
 //!   in Kong; the path and scheme for the service are separate. The request sent upstream
@@ -81,7 +82,7 @@
 //!   the host's 500 (`{"message":"An unexpected error occurred"}`). A PDK call Kong would raise
 //!   on (wrong phase, bad arguments) ends the event and, where Kong can still answer, gets
 //!   Kong's 500 with source `error`.
-//! * **Log phase** (protocol.md §10.3): it runs after the response is final and reads a snapshot:
+//! * **Log phase**: it runs after the response is final and reads a snapshot:
 //!   request headers, the response's status, headers and source, `kong.log.serialize()` (with
 //!   `set_serialize_value` edits and Kong's redaction of `authorization` headers), ctx values.
 //!   Anything needing the live request fails, with a message saying so.
@@ -90,6 +91,8 @@
 //!   empty Lua tables as empty arrays, values stored by the plugin as they come back from Lua.
 //!
 //! Every call, its arguments and its result are in [`Outcome::calls`].
+
+#![warn(missing_docs)]
 
 mod http;
 mod kong;
@@ -118,7 +121,7 @@ pub use rmpv::Value;
 pub use run::PluginTest;
 
 /// The names of the PDK functions the in-memory Kong answers that an external plugin can use:
-/// Kong's catalogue (protocol.md §11) less the functions that need the body_filter phase or
+/// Kong's catalogue of PDK functions less the functions that need the body_filter phase or
 /// cdata. The typed PDK's tests check it covers exactly these.
 #[doc(hidden)]
 pub fn catalogue_names() -> Vec<&'static str> {

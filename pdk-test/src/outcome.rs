@@ -71,34 +71,45 @@ impl Outcome {
 /// The response the client receives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientResponse {
+    /// The HTTP status.
     pub status: u16,
     /// Lower-case names.
     pub headers: Headers,
+    /// The body as sent.
     pub body: Vec<u8>,
+    /// Who produced it: the service, the plugin's exit, or Kong on an error.
     pub source: Source,
 }
 
 /// The request Kong sends to the service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamRequest {
+    /// The HTTP method (`GET`, …).
     pub method: String,
     /// `http`/`https` (`tcp`/`tls`/`udp` for a stream).
     pub scheme: String,
     /// Where Kong connects: the `set_target` host, else the `set_upstream` name, else the
     /// service's host.
     pub host: String,
+    /// The port Kong connects to.
     pub port: u16,
+    /// The path, without the query string.
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
     /// Lower-case names, including `host` and Kong's `x-forwarded-*`/`x-real-ip`.
     pub headers: Headers,
+    /// The body Kong sends.
     pub body: Vec<u8>,
     /// The upstream entity chosen with `kong.service.set_upstream`.
     pub upstream: Option<String>,
+    /// `kong.service.set_retries`, else the service's.
     pub retries: i64,
+    /// Milliseconds: `kong.service.set_timeouts`, else the service's.
     pub connect_timeout: i64,
+    /// Milliseconds: `kong.service.set_timeouts`, else the service's.
     pub write_timeout: i64,
+    /// Milliseconds: `kong.service.set_timeouts`, else the service's.
     pub read_timeout: i64,
     /// Set by `kong.service.set_tls_verify`.
     pub tls_verify: Option<bool>,
@@ -140,9 +151,11 @@ message_helpers!(ClientResponse, UpstreamRequest);
 /// A `kong.response.exit`/`error` that ended the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
+    /// The phase it was called in.
     pub phase: Phase,
     /// `kong.response.exit` or `kong.response.error`.
     pub method: String,
+    /// The status the client gets.
     pub status: u16,
     /// `false` for the 500 the host sends when a handler fails.
     pub by_plugin: bool,
@@ -151,40 +164,58 @@ pub struct Exit {
 /// `kong.log` levels; `kong.log(...)` is `notice`, `kong.log.deprecation` is `warn`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
+    /// `kong.log.alert`.
     Alert,
+    /// `kong.log.crit`.
     Crit,
+    /// `kong.log.err`.
     Err,
+    /// `kong.log.warn` and `kong.log.deprecation`.
     Warn,
+    /// `kong.log.notice` and `kong.log(...)`.
     Notice,
+    /// `kong.log.info`.
     Info,
+    /// `kong.log.debug`.
     Debug,
 }
 
 /// One `kong.log.*` line: Kong's `tostring` of every argument, concatenated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// The phase it was logged in.
     pub phase: Phase,
+    /// Its level.
     pub level: LogLevel,
+    /// The arguments as Kong's `tostring` shows them, concatenated.
     pub message: String,
 }
 
 /// One PDK call: the arguments as the plugin sent them and what it got back.
 #[derive(Debug, Clone)]
 pub struct PdkCall {
+    /// The phase it was made in.
     pub phase: Phase,
+    /// The PDK function, `kong.request.get_header`.
     pub method: String,
+    /// The arguments as the plugin sent them.
     pub args: Vec<Value>,
+    /// What the plugin got back: Kong's answer as Kong encodes it, or Kong's error.
     pub result: Result<Value, Error>,
 }
 
 /// A phase that went wrong.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The phase that failed.
     pub phase: Phase,
+    /// How it failed.
     pub kind: FailureKind,
+    /// The error's message, or the panic's.
     pub message: String,
 }
 
+/// How a phase went wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
     /// The handler returned this error.

@@ -3,11 +3,16 @@
 use serde_json::{json, Value as Json};
 use std::collections::BTreeMap;
 
-/// Ids of the entities the harness makes up when a test does not provide its own.
+// Ids of the entities the harness makes up when a test does not provide its own.
+/// The made-up route's id (`kong.router.get_route().id`).
 pub const ROUTE_ID: &str = "1f3a0c4e-2b5d-4e6f-8a7b-9c0d1e2f3a4b";
+/// The made-up service's id (`kong.router.get_service().id`).
 pub const SERVICE_ID: &str = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
+/// The plugin instance's id (`kong.plugin.get_id()`).
 pub const PLUGIN_ID: &str = "0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d";
+/// The Kong node's id (`kong.node.get_id()`).
 pub const NODE_ID: &str = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a";
+/// The workspace id Kong adds to every plugin config (`__ws_id`).
 pub const WORKSPACE_ID: &str = "0dc6f45b-8f8d-40d2-a504-473544ee190b";
 /// Kong's request id, as it appears in `kong.response.error` bodies.
 pub const REQUEST_ID: &str = "5c1e3f7a9b2d4e6f8a0b1c2d3e4f5a6b";
@@ -186,6 +191,7 @@ impl TestRequest {
         request
     }
 
+    /// The HTTP method (`GET`, `POST`, …).
     pub fn method(mut self, method: &str) -> Self {
         self.method = method.to_string();
         self
@@ -253,11 +259,13 @@ impl TestRequest {
 
     http_message_builders!();
 
+    /// The client's address (default `127.0.0.1`).
     pub fn client_ip(mut self, ip: &str) -> Self {
         self.client_ip = ip.to_string();
         self
     }
 
+    /// The client's port.
     pub fn client_port(mut self, port: u16) -> Self {
         self.client_port = port;
         self
@@ -456,6 +464,7 @@ impl Default for UpstreamResponse {
 }
 
 impl UpstreamResponse {
+    /// A response with `status`, no headers and an empty body.
     pub fn new(status: u16) -> Self {
         UpstreamResponse {
             status,

@@ -9,16 +9,16 @@ use super::{
     request::{Subsystem, TestRequest},
 };
 use crate::HeaderLines as Headers;
-use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
+use kong_rust_pdk::{
+    abi::{Phase, KONG_500_MESSAGE},
+    Error, ErrorKind,
+};
 use rmpv::Value;
 use serde_json::Value as Json;
 use std::{
     collections::BTreeMap,
     time::{SystemTime, UNIX_EPOCH},
 };
-
-/// Kong's body for its own 500s, and the host's for a failed handler.
-pub(crate) const UNEXPECTED: &str = "An unexpected error occurred";
 
 pub(crate) struct State {
     pub(crate) req: TestRequest,
@@ -101,14 +101,6 @@ impl HeaderOp {
             HeaderOp::Clear(name) => http::clear_header(headers, name),
         }
     }
-}
-
-/// The phases in which Kong can still answer the client.
-fn answers(phase: Phase) -> bool {
-    matches!(
-        phase,
-        Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread
-    )
 }
 
 fn headers_from(lines: &[(String, String)]) -> Headers {
@@ -239,7 +231,7 @@ impl State {
         });
         // What kong-rust-host does for a failed handler whose event is still open: it answers
         // Kong with kong.response.exit(500, {message = ...}) where the phase can still answer.
-        if self.ended.is_none() && answers(self.phase) {
+        if self.ended.is_none() && self.phase.can_answer_client() {
             self.respond(500, unexpected_body(), Vec::new(), Source::Exit);
             self.exit = Some(Exit {
                 phase: self.phase,
@@ -262,7 +254,7 @@ impl State {
             kind: FailureKind::Kong,
             message: message.clone(),
         });
-        if answers(self.phase) {
+        if self.phase.can_answer_client() {
             self.respond(500, unexpected_body(), Vec::new(), Source::Error);
         }
         Error::new(ErrorKind::Kong, message)
@@ -506,7 +498,7 @@ pub(crate) enum Body {
 }
 
 fn unexpected_body() -> Body {
-    Body::Json(serde_json::json!({ "message": UNEXPECTED }).to_string())
+    Body::Json(serde_json::json!({ "message": KONG_500_MESSAGE }).to_string())
 }
 
 fn json_text(entity: &Option<Json>, field: &str) -> Option<String> {

@@ -1,4 +1,5 @@
-//! Kong schemas derived from Rust types (protocol.md §4.4).
+//! Kong schemas derived from Rust types: the plugin schema Kong reads from the query command and
+//! checks against its metaschema.
 //!
 //! `#[derive(Schema)]` on a config struct implements [`Schema`] as a Kong `record` whose fields
 //! come from the struct's fields, each through the [`Schema`] impl of its type; on an enum of

@@ -39,7 +39,14 @@ use abi_stable::{
 /// with the same `0.y` loads; see the crate documentation).
 pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// A phase Kong can run an external plugin in (protocol.md §10.1).
+/// Kong's `message` for its own 500s, `{"message":"An unexpected error occurred"}`: the host
+/// ends a failed handler's request with it where the phase can still answer
+/// ([`Phase::can_answer_client`]), and the test harness shows the same. Not part of the ABI's
+/// layout: a plain constant both sides read.
+pub const KONG_500_MESSAGE: &str = "An unexpected error occurred";
+
+/// A phase Kong can run an external plugin in: the phases Kong's plugin-server protocol offers
+/// (Kong's `header_filter` and `body_filter` are not among them).
 ///
 /// A `u8` newtype rather than an enum so that a later ABI release can add phases: an unknown
 /// value is carried, [`Phase::is_known`] says whether this build knows it, and it prints as
@@ -107,6 +114,17 @@ impl Phase {
     /// The raw value that crosses the boundary.
     pub const fn to_u8(self) -> u8 {
         self.0
+    }
+
+    /// Whether Kong can still answer the client in this phase (`kong.response.exit` ends the
+    /// request): every phase before the response is sent, but not `certificate` (a TLS
+    /// handshake) nor `log` (after the response). Where it can, a failed handler's request ends
+    /// with Kong's 500 ([`KONG_500_MESSAGE`]); elsewhere the failure is only logged.
+    pub const fn can_answer_client(self) -> bool {
+        matches!(
+            self,
+            Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread
+        )
     }
 
     /// Parses an `EventName`; `None` for anything that is not a phase this build knows.

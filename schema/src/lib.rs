@@ -1,6 +1,6 @@
 //! # kong-rust-schema
 //!
-//! Kong plugin schemas derived from Rust types (protocol.md §4.4), shared by `kong-rust-pdk`
+//! Kong plugin schemas derived from Rust types, shared by `kong-rust-pdk`
 //! (which re-exports it as `kong_rust_pdk::schema`, with the derive and examples) and
 //! `kong-rust-host` (which checks every plugin's schema with [`check_plugin_schema`] when it
 //! loads it, without depending on the PDK).
@@ -22,9 +22,12 @@
 //! assert!(check_plugin_schema(&schema).is_ok());
 //! ```
 
-mod config;
+#![warn(missing_docs)]
 
-use crate::config::{lua_pattern, validate};
+mod config;
+mod lua_pattern;
+
+use crate::config::validate;
 pub use config::decode;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -32,13 +35,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 /// The Kong type of a field definition (its `"type"`), for the types config fields use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// `"string"`.
     String,
+    /// `"integer"`.
     Integer,
+    /// `"number"`.
     Number,
+    /// `"boolean"`.
     Boolean,
+    /// `"array"`: ordered `elements`.
     Array,
+    /// `"set"`: distinct `elements`.
     Set,
+    /// `"map"`: string `keys` to `values`.
     Map,
+    /// `"record"`: named `fields`.
     Record,
 }
 
@@ -528,8 +539,9 @@ const ATTRIBUTES: &[(&str, Shape)] = &[
     ("shorthand_fields", Shape::Array),
 ];
 
-/// Kong's limits on `description`, in bytes (Lua's `#`).
-const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
+/// Kong's limits on a field's `description`, in bytes (Lua's `#`): the metaschema check here and
+/// `#[derive(Schema)]`, which refuses a doc comment outside them at compile time.
+pub const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
 
 impl Shape {
     /// `Err(what the value should be)` if `value` does not have this shape.
@@ -569,7 +581,7 @@ impl Shape {
 }
 
 /// Checks a whole plugin schema (`{"name": .., "fields": [{"config": {..}}, ..]}`) against
-/// the rules Kong's metaschema applies when it loads an external plugin (protocol.md §4.4), so
+/// the rules Kong's metaschema applies when it loads an external plugin, so
 /// that a schema Kong would refuse is refused at load time with a message naming the field:
 ///
 /// * top level: an object with a string `name` and a `fields` array; besides those only

@@ -4,6 +4,8 @@
 //! `query_cmd`/`start_cmd` without a shell (only `$KONG_PREFIX` is expanded), so nothing may
 //! need quoting, and a path that would is refused rather than printed broken.
 
+use super::{plugins_dir::load_plugins, KongConfArgs};
+use crate::cli::kong_conf;
 use std::path::Path;
 
 /// Kong's prefix, where 3.9+ looks for `<name>.socket` and where 3.0–3.8 always do.
@@ -193,6 +195,45 @@ fn shell_free(what: &str, text: &str) -> Result<(), String> {
              its distroless images, where it cannot be quoted; use a path without it (a symlink)"
         )),
     }
+}
+
+/// `kong-rust-host kong-conf`: loads the plugins dir and prints what Kong needs to reach it.
+pub(super) fn run(args: KongConfArgs) -> Result<(), String> {
+    let version = args.kong_version;
+    if args.single_socket.is_some() && version == kong_conf::KongVersion::V3_9 {
+        return Err(
+            "--single-socket is for Kong 3.0–3.8: Kong 3.9+ registers only the first plugin of an entry"
+                .into(),
+        );
+    }
+    let plugins = load_plugins(&args.plugins_dir)?;
+    let binary = match args.binary {
+        Some(binary) => binary,
+        None => std::env::current_exe()
+            .map_err(|error| format!("cannot locate this executable: {error}"))?,
+    };
+    let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    let plugins_dir = args.kong_plugins_dir.unwrap_or(args.plugins_dir);
+    let text = kong_conf::render(&kong_conf::Request {
+        version,
+        format: args.format,
+        single_socket: args.single_socket.as_deref(),
+        kong_start: args.kong_start,
+        names: &names,
+        binary: &absolute(&binary),
+        plugins_dir: &absolute(&plugins_dir),
+        socket_dir: &absolute(&args.socket_dir),
+    })?;
+    if args.kong_start && version == kong_conf::KongVersion::V3_9 {
+        tracing::warn!(
+            "--kong-start: {}; the ingress controller and anything else reading GET / break. \
+             Run the host under systemd or as a sidecar instead (docs/operators.md, docs/kubernetes.md)",
+            kong_conf::KONG_39_START_BUG
+        );
+    }
+    print!("{text}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -9,11 +9,12 @@ use crate::{
     runtime::memory,
     runtime::metrics::{self, Ending, PluginStats},
     runtime::place::Place,
+    runtime::status::{InstanceStatus, PluginStatus, Reclaimed, Stats, Status},
     runtime::throttle::Throttle,
     runtime::unix_now,
     wire::rpc::{self, MsgId, Request, StepData, StepResult},
 };
-use kong_rust_abi::{Phase, PhaseErrorKind};
+use kong_rust_abi::{Phase, PhaseErrorKind, KONG_500_MESSAGE};
 use rmpv::Value;
 use std::{
     collections::HashMap,
@@ -23,6 +24,9 @@ use std::{
     },
     time::Duration,
 };
+
+/// The error reply to a request that would start something while the host stops.
+const SHUTTING_DOWN: &str = "kong-rust-host is shutting down";
 
 /// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
 /// (Kong 3.0–3.8 single-entry setups, where StartInstance's `Name` picks the plugin).
@@ -81,7 +85,7 @@ impl Answer for Served {
     fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield<'_>) -> Vec<u8> {
         let plugin = &self.plugin.name;
         let Some(events) = self.events.upgrade() else {
-            return rpc::error_reply(msgid, "kong-rust-host is shutting down");
+            return rpc::error_reply(msgid, SHUTTING_DOWN);
         };
         let phase = event.phase;
         let ended = |ending| self.stats.event(phase, ending, event.started.elapsed());
@@ -119,7 +123,7 @@ impl Answer for Served {
                     _ => format!("failed: {}", error.message),
                 };
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
-                match exit_args(phase, 500, FAIL_CLOSED_BODY).filter(|_| !self.fail_open) {
+                match exit_args(phase, 500, KONG_500_MESSAGE).filter(|_| !self.fail_open) {
                     Some(args) => ("kong.response.exit".to_string(), args),
                     None => return rpc::step_reply(msgid, event.id, StepData::Ret),
                 }
@@ -145,9 +149,6 @@ impl Answer for Served {
         )
     }
 }
-
-/// Kong's own wording for an internal error (its 500 body), used when a handler fails.
-const FAIL_CLOSED_BODY: &str = "An unexpected error occurred";
 
 impl Dispatcher {
     pub fn new(
@@ -272,7 +273,7 @@ impl Dispatcher {
                 Err(error) => Err(error),
             },
             Request::Step { .. } | Request::StepError { .. } => unreachable!("taken above"),
-            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status())),
+            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status().to_value())),
         };
         match reply {
             Ok(reply) => conn.answer(&reply),
@@ -302,7 +303,7 @@ impl Dispatcher {
                 )
             })?;
         if self.draining.load(Ordering::Acquire) {
-            return Err("kong-rust-host is shutting down".into());
+            return Err(SHUTTING_DOWN.into());
         }
         let live = self.instances.count();
         if live >= self.max_instances {
@@ -343,7 +344,7 @@ impl Dispatcher {
             return Ok(Prepared::Answered(ret));
         }
         if self.draining.load(Ordering::Acquire) {
-            return Err("kong-rust-host is shutting down".into());
+            return Err(SHUTTING_DOWN.into());
         }
         let served = &self.plugins[&instance.plugin.name];
         let place = match Place::take(&served.in_flight, self.max_events_per_plugin) {
@@ -509,71 +510,44 @@ impl Dispatcher {
     }
 
     /// `plugin.GetStatus`: the reference servers' shape (protocol.md §14) plus sharing counters.
-    fn status(&self) -> Value {
+    fn status(&self) -> Status<'_> {
         let ids = self.instances.ids();
         let live = self.instances.live_counts();
-        let mut names: Vec<&String> = self.plugins.keys().collect();
-        names.sort();
-        let plugins = names
-            .into_iter()
-            .map(|name| {
-                let plugin = &self.plugins[name].plugin;
+        let plugins = self
+            .plugins
+            .iter()
+            .map(|(name, served)| {
+                let plugin = &served.plugin;
                 let instances = ids
                     .iter()
                     .filter(|status| &status.plugin == name)
-                    .map(|status| {
-                        Value::Map(vec![
-                            (Value::from("Id"), Value::from(status.id)),
-                            (Value::from("Name"), Value::from(name.as_str())),
-                            (Value::from("StartTime"), Value::from(status.started_at)),
-                            (
-                                Value::from("Config"),
-                                Value::from(status.config.to_string()),
-                            ),
-                            (
-                                Value::from("SharedInstance"),
-                                Value::from(status.instance as u64),
-                            ),
-                        ])
+                    .map(|status| InstanceStatus {
+                        id: status.id,
+                        name,
+                        start_time: status.started_at,
+                        config: status.config.to_string(),
+                        shared_instance: status.instance as u64,
                     })
                     .collect();
-                let entry = Value::Map(vec![
-                    (Value::from("Name"), Value::from(name.as_str())),
-                    (Value::from("Version"), Value::from(plugin.version.as_str())),
-                    (
-                        Value::from("Path"),
-                        Value::from(plugin.path.display().to_string()),
-                    ),
-                    (Value::from("Instances"), Value::Array(instances)),
-                    (
-                        Value::from("LiveInstances"),
-                        Value::from(live.get(name).copied().unwrap_or(0) as u64),
-                    ),
-                    (
-                        Value::from("Constructed"),
-                        Value::from(self.instances.constructed(name)),
-                    ),
-                    (Value::from("Stats"), stats_value(&self.plugins[name].stats)),
-                    (
-                        Value::from("Reclaimed"),
-                        reclaimed_value(&self.plugins[name].stats),
-                    ),
-                ]);
-                (Value::from(name.as_str()), entry)
+                let entry = PluginStatus {
+                    name,
+                    version: &plugin.version,
+                    path: plugin.path.display().to_string(),
+                    instances,
+                    live_instances: live.get(name).copied().unwrap_or(0),
+                    constructed: self.instances.constructed(name),
+                    stats: Stats::of(&served.stats),
+                    reclaimed: Reclaimed::of(&served.stats),
+                };
+                (name.as_str(), entry)
             })
             .collect();
-        Value::Map(vec![
-            (Value::from("Pid"), Value::from(std::process::id())),
-            (Value::from("Plugins"), Value::Map(plugins)),
-            (
-                Value::from("EventsInFlight"),
-                Value::from(self.events.in_flight() as u64),
-            ),
-            (
-                Value::from("AllocatedBytes"),
-                memory::allocated_bytes().map_or(Value::Nil, Value::from),
-            ),
-        ])
+        Status {
+            pid: std::process::id(),
+            plugins,
+            events_in_flight: self.events.in_flight(),
+            allocated_bytes: memory::allocated_bytes(),
+        }
     }
 }
 
@@ -602,60 +576,14 @@ fn no_instance(id: i64) -> String {
 /// Kong itself would fail open on an error reply (protocol.md §12), letting a request through that
 /// an authentication plugin meant to stop.
 fn exit_args(phase: Phase, status: u16, message: &str) -> Option<Vec<u8>> {
-    match phase {
-        Phase::Rewrite | Phase::Access | Phase::Response | Phase::Preread => {
-            let args = Value::Array(vec![
-                Value::from(status),
-                Value::Map(vec![(Value::from("message"), Value::from(message))]),
-            ]);
-            let mut encoded = Vec::with_capacity(48);
-            rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");
-            Some(encoded)
-        }
-        // Certificate, Log (and no other phase reaches a handler: see `Phase::from_name`).
-        _ => None,
+    if !phase.can_answer_client() {
+        return None;
     }
-}
-
-/// Events reclaimed because Kong never answered a PDK call: `{phase: {method: count}}`.
-fn reclaimed_value(stats: &PluginStats) -> Value {
-    let mut phases: Vec<(Value, Value)> = Vec::new();
-    for (phase, method, count) in stats.reclaimed_snapshot() {
-        let entry = (Value::from(method), Value::from(count));
-        match phases
-            .iter_mut()
-            .find(|(p, _)| p.as_str() == Some(phase.as_str()))
-        {
-            Some((_, Value::Map(methods))) => methods.push(entry),
-            _ => phases.push((Value::from(phase.as_str()), Value::Map(vec![entry]))),
-        }
-    }
-    Value::Map(phases)
-}
-
-/// Per phase: each counter, and the latency histogram as cumulative `le_<µs>` counts plus sum.
-fn stats_value(stats: &PluginStats) -> Value {
-    Value::Map(
-        stats
-            .snapshot()
-            .into_iter()
-            .map(|phase| {
-                let mut entries: Vec<(Value, Value)> = phase
-                    .counters
-                    .iter()
-                    .map(|(name, count)| (Value::from(*name), Value::from(*count)))
-                    .collect();
-                let mut latency: Vec<(Value, Value)> = metrics::BUCKETS_US
-                    .iter()
-                    .map(|bound| format!("le_{bound}"))
-                    .chain(["le_inf".to_string()])
-                    .zip(&phase.cumulative_buckets)
-                    .map(|(bound, count)| (Value::from(bound), Value::from(*count)))
-                    .collect();
-                latency.push((Value::from("sum"), Value::from(phase.latency_sum_us)));
-                entries.push((Value::from("latency_us"), Value::Map(latency)));
-                (Value::from(phase.phase.as_str()), Value::Map(entries))
-            })
-            .collect(),
-    )
+    let args = Value::Array(vec![
+        Value::from(status),
+        Value::Map(vec![(Value::from("message"), Value::from(message))]),
+    ]);
+    let mut encoded = Vec::with_capacity(48);
+    rmpv::encode::write_value(&mut encoded, &args).expect("Vec write");
+    Some(encoded)
 }

@@ -1,7 +1,7 @@
 //! The threads plugin code runs on.
 //!
 //! Plugin handlers are synchronous and block on every PDK call until Kong answers, so each
-//! in-flight event holds a thread; so does each busy Kong connection (server.rs). The pool grows on
+//! in-flight event holds a thread; so does each busy Kong connection (`serve`). The pool grows on
 //! demand up to a limit and idle threads exit, so a burst of slow events cannot starve the others,
 //! and no plugin code ever runs on (or blocks) the tokio threads that own the sockets.
 

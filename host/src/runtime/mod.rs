@@ -12,6 +12,7 @@ pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod place;
 pub(crate) mod sharded;
+pub(crate) mod status;
 pub(crate) mod throttle;
 
 /// Seconds since the Unix epoch: Kong's `StartTime`s.

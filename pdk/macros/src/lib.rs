@@ -1,5 +1,7 @@
 //! Procedural macros of `kong-rust-pdk`. Use them through that crate.
 
+#![warn(missing_docs)]
+
 mod plugin;
 mod schema;
 
@@ -17,7 +19,7 @@ pub fn plugin(args: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
-/// Derives `kong_rust_pdk::Schema`: the Kong field definition of a config type (protocol.md §4.4).
+/// Derives `kong_rust_pdk::Schema`: the Kong field definition of a config type.
 ///
 /// * A struct with named fields is a Kong `record` with one field per struct field, each
 ///   defined by the `Schema` impl of its type: `String` → string, `bool` → boolean, integers

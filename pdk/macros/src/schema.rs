@@ -1,3 +1,4 @@
+use kong_rust_schema::DESCRIPTION_BYTES;
 use proc_macro2::{Delimiter, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::{
@@ -5,9 +6,6 @@ use syn::{
     Expr, ExprArray, ExprLit, ExprTuple, ExprUnary, Fields, Lit, LitBool, LitInt, LitStr, Meta,
     Token, Type, UnOp,
 };
-
-/// Kong rejects descriptions outside 10–500 bytes (Lua's `#`, protocol.md §4.4).
-const DESCRIPTION_BYTES: std::ops::RangeInclusive<usize> = 10..=500;
 
 const ATTRIBUTES: &str = "default, description, required, one_of, between, gt, len_min, \
     len_max, len_eq, match, not_match, starts_with, uuid, referenceable, encrypted";
@@ -158,131 +156,198 @@ struct FieldAttributes {
 
 impl FieldAttributes {
     fn parse(field: &syn::Field, ty: &Type, context: &str) -> syn::Result<Self> {
-        let mut parsed = FieldAttributes {
-            required: None,
-            json: Vec::new(),
-            checks: Vec::new(),
+        let mut parser = FieldParser {
+            ty,
+            context,
+            parsed: FieldAttributes {
+                required: None,
+                json: Vec::new(),
+                checks: Vec::new(),
+            },
+            doc: Vec::new(),
+            description: None,
+            seen: Vec::new(),
+            lengths: (None, None),
         };
-        let mut doc = Vec::new();
-        let mut description = None;
-        let mut seen = Vec::new();
-        let mut lengths = (None, None);
         for attr in &field.attrs {
             if attr.path().is_ident("doc") {
-                doc.extend(doc_line(attr));
+                parser.doc.extend(doc_line(attr));
             } else if attr.path().is_ident("schema") {
-                attr.parse_nested_meta(|meta| {
-                    let key = meta
-                        .path
-                        .get_ident()
-                        .map(ToString::to_string)
-                        .unwrap_or_default();
-                    if seen.contains(&key) {
-                        return Err(meta.error(format!("duplicate schema attribute `{key}`")));
-                    }
-                    let checker = Checker {
-                        ty,
-                        context,
-                        span: meta.path.span(),
-                    };
-                    match key.as_str() {
-                        "default" => {
-                            let value = json_value(&meta)?;
-                            if let Some(literal) = value_literal(&value) {
-                                parsed.checks.push(checker.literal(literal, "`default`"));
-                            }
-                            parsed.json.push(quote!("default": #value));
-                        }
-                        "description" => {
-                            let text: LitStr = meta.value()?.parse()?;
-                            description = Some((text.value(), text.span()));
-                        }
-                        "required" => {
-                            parsed.required = Some(meta.value()?.parse::<LitBool>()?.value);
-                        }
-                        "one_of" => {
-                            let options: ExprArray = meta.value()?.parse()?;
-                            if options.elems.is_empty() {
-                                return Err(meta.error("`one_of` needs at least one value"));
-                            }
-                            parsed.checks.push(checker.attribute("one_of"));
-                            for option in &options.elems {
-                                let literal = scalar_literal(option)?.0;
-                                let what = format!("`one_of` value {}", option.to_token_stream());
-                                parsed.checks.push(checker.literal(literal, &what));
-                            }
-                            parsed.json.push(quote!("one_of": #options));
-                        }
-                        "between" => {
-                            let bounds: ExprTuple = meta.value()?.parse()?;
-                            let elems = &bounds.elems;
-                            let (Some(min), Some(max), 2) =
-                                (elems.first(), elems.get(1), elems.len())
-                            else {
-                                return Err(meta.error("expected `between = (min, max)`"));
-                            };
-                            parsed.checks.push(checker.attribute("between"));
-                            let mut limits = Vec::new();
-                            for bound in [min, max] {
-                                let (literal, value) = number_literal(bound)?;
-                                let what = format!("`between` bound {}", bound.to_token_stream());
-                                parsed.checks.push(checker.literal(literal, &what));
-                                limits.push(value);
-                            }
-                            if limits[0] > limits[1] {
-                                return Err(syn::Error::new_spanned(
-                                    &bounds,
-                                    "`between = (min, max)` needs min <= max",
-                                ));
-                            }
-                            parsed.json.push(quote!("between": [#min, #max]));
-                        }
-                        "gt" => {
-                            let limit: Expr = meta.value()?.parse()?;
-                            let literal = number_literal(&limit)?.0;
-                            let what = format!("`gt` value {}", limit.to_token_stream());
-                            parsed.checks.push(checker.attribute("gt"));
-                            parsed.checks.push(checker.literal(literal, &what));
-                            parsed.json.push(quote!("gt": #limit));
-                        }
-                        "len_min" | "len_max" | "len_eq" => {
-                            let length: LitInt = meta.value()?.parse()?;
-                            let n: u64 = length.base10_parse()?;
-                            match key.as_str() {
-                                "len_min" => lengths.0 = Some(n),
-                                "len_max" => lengths.1 = Some(n),
-                                _ => {}
-                            }
-                            parsed.checks.push(checker.attribute(&key));
-                            parsed.json.push(quote!(#key: #n));
-                        }
-                        "match" | "not_match" | "starts_with" => {
-                            let text: LitStr = meta.value()?.parse()?;
-                            parsed.checks.push(checker.attribute(&key));
-                            parsed.json.push(quote!(#key: #text));
-                        }
-                        "uuid" | "referenceable" | "encrypted" => {
-                            let on = if meta.input.peek(Token![=]) {
-                                meta.value()?.parse::<LitBool>()?.value
-                            } else {
-                                true
-                            };
-                            if on {
-                                parsed.checks.push(checker.attribute(&key));
-                                parsed.json.push(quote!(#key: true));
-                            }
-                        }
-                        _ => {
-                            return Err(meta.error(format!(
-                                "unknown schema attribute `{key}`; expected one of: {ATTRIBUTES}"
-                            )))
-                        }
-                    }
-                    seen.push(key);
-                    Ok(())
-                })?;
+                attr.parse_nested_meta(|meta| parser.attribute(&meta))?;
             }
         }
+        parser.finish(field)
+    }
+}
+
+/// One field's attributes as they are read: each `#[schema(...)]` attribute by its own method,
+/// then what depends on several of them ([`FieldParser::finish`]).
+struct FieldParser<'a> {
+    ty: &'a Type,
+    /// `Struct.field`, for the messages.
+    context: &'a str,
+    parsed: FieldAttributes,
+    /// The `///` lines: the description unless `description` is given.
+    doc: Vec<String>,
+    description: Option<(String, Span)>,
+    /// Attributes read so far, to refuse one given twice.
+    seen: Vec<String>,
+    /// `len_min` and `len_max`, checked against each other at the end.
+    lengths: (Option<u64>, Option<u64>),
+}
+
+impl FieldParser<'_> {
+    fn attribute(&mut self, meta: &ParseNestedMeta) -> syn::Result<()> {
+        let key = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        if self.seen.contains(&key) {
+            return Err(meta.error(format!("duplicate schema attribute `{key}`")));
+        }
+        let checker = Checker {
+            ty: self.ty,
+            context: self.context,
+            span: meta.path.span(),
+        };
+        match key.as_str() {
+            "default" => self.default(meta, &checker)?,
+            "description" => self.description(meta)?,
+            "required" => self.required(meta)?,
+            "one_of" => self.one_of(meta, &checker)?,
+            "between" => self.between(meta, &checker)?,
+            "gt" => self.gt(meta, &checker)?,
+            "len_min" | "len_max" | "len_eq" => self.length(&key, meta, &checker)?,
+            "match" | "not_match" | "starts_with" => self.text(&key, meta, &checker)?,
+            "uuid" | "referenceable" | "encrypted" => self.flag(&key, meta, &checker)?,
+            _ => {
+                return Err(meta.error(format!(
+                    "unknown schema attribute `{key}`; expected one of: {ATTRIBUTES}"
+                )))
+            }
+        }
+        self.seen.push(key);
+        Ok(())
+    }
+
+    fn default(&mut self, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let value = json_value(meta)?;
+        if let Some(literal) = value_literal(&value) {
+            self.parsed
+                .checks
+                .push(checker.literal(literal, "`default`"));
+        }
+        self.parsed.json.push(quote!("default": #value));
+        Ok(())
+    }
+
+    fn description(&mut self, meta: &ParseNestedMeta) -> syn::Result<()> {
+        let text: LitStr = meta.value()?.parse()?;
+        self.description = Some((text.value(), text.span()));
+        Ok(())
+    }
+
+    fn required(&mut self, meta: &ParseNestedMeta) -> syn::Result<()> {
+        self.parsed.required = Some(meta.value()?.parse::<LitBool>()?.value);
+        Ok(())
+    }
+
+    fn one_of(&mut self, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let options: ExprArray = meta.value()?.parse()?;
+        if options.elems.is_empty() {
+            return Err(meta.error("`one_of` needs at least one value"));
+        }
+        self.parsed.checks.push(checker.attribute("one_of"));
+        for option in &options.elems {
+            let literal = scalar_literal(option)?.0;
+            let what = format!("`one_of` value {}", option.to_token_stream());
+            self.parsed.checks.push(checker.literal(literal, &what));
+        }
+        self.parsed.json.push(quote!("one_of": #options));
+        Ok(())
+    }
+
+    fn between(&mut self, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let bounds: ExprTuple = meta.value()?.parse()?;
+        let elems = &bounds.elems;
+        let (Some(min), Some(max), 2) = (elems.first(), elems.get(1), elems.len()) else {
+            return Err(meta.error("expected `between = (min, max)`"));
+        };
+        self.parsed.checks.push(checker.attribute("between"));
+        let mut limits = Vec::new();
+        for bound in [min, max] {
+            let (literal, value) = number_literal(bound)?;
+            let what = format!("`between` bound {}", bound.to_token_stream());
+            self.parsed.checks.push(checker.literal(literal, &what));
+            limits.push(value);
+        }
+        if limits[0] > limits[1] {
+            return Err(syn::Error::new_spanned(
+                &bounds,
+                "`between = (min, max)` needs min <= max",
+            ));
+        }
+        self.parsed.json.push(quote!("between": [#min, #max]));
+        Ok(())
+    }
+
+    fn gt(&mut self, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let limit: Expr = meta.value()?.parse()?;
+        let literal = number_literal(&limit)?.0;
+        let what = format!("`gt` value {}", limit.to_token_stream());
+        self.parsed.checks.push(checker.attribute("gt"));
+        self.parsed.checks.push(checker.literal(literal, &what));
+        self.parsed.json.push(quote!("gt": #limit));
+        Ok(())
+    }
+
+    /// `len_min`, `len_max`, `len_eq`.
+    fn length(&mut self, key: &str, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let length: LitInt = meta.value()?.parse()?;
+        let n: u64 = length.base10_parse()?;
+        match key {
+            "len_min" => self.lengths.0 = Some(n),
+            "len_max" => self.lengths.1 = Some(n),
+            _ => {}
+        }
+        self.parsed.checks.push(checker.attribute(key));
+        self.parsed.json.push(quote!(#key: #n));
+        Ok(())
+    }
+
+    /// `match`, `not_match`, `starts_with`: a string argument, passed on as written.
+    fn text(&mut self, key: &str, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let text: LitStr = meta.value()?.parse()?;
+        self.parsed.checks.push(checker.attribute(key));
+        self.parsed.json.push(quote!(#key: #text));
+        Ok(())
+    }
+
+    /// `uuid`, `referenceable`, `encrypted`: bare or `= bool`; `false` leaves it out.
+    fn flag(&mut self, key: &str, meta: &ParseNestedMeta, checker: &Checker) -> syn::Result<()> {
+        let on = if meta.input.peek(Token![=]) {
+            meta.value()?.parse::<LitBool>()?.value
+        } else {
+            true
+        };
+        if on {
+            self.parsed.checks.push(checker.attribute(key));
+            self.parsed.json.push(quote!(#key: true));
+        }
+        Ok(())
+    }
+
+    /// The rules between attributes (`len_min` <= `len_max`) and the description, from
+    /// `description` or else the doc comment.
+    fn finish(self, field: &syn::Field) -> syn::Result<FieldAttributes> {
+        let FieldParser {
+            mut parsed,
+            doc,
+            description,
+            lengths,
+            ..
+        } = self;
         if let (Some(min), Some(max)) = lengths {
             if min > max {
                 return Err(syn::Error::new_spanned(
@@ -300,7 +365,9 @@ impl FieldAttributes {
                 return Err(syn::Error::new(
                     span,
                     format!(
-                        "this becomes Kong's `description`, which must be 10 to 500 bytes long; it is {} bytes",
+                        "this becomes Kong's `description`, which must be {} to {} bytes long; it is {} bytes",
+                        DESCRIPTION_BYTES.start(),
+                        DESCRIPTION_BYTES.end(),
                         text.len()
                     ),
                 ));

@@ -81,7 +81,7 @@ impl<'a> Client<'a> {
     /// plugin and the log serializer. Phase: access.
     ///
     /// Kong also accepts a credential without a consumer, but that cannot be sent: Kong would
-    /// drop every argument after the `nil` consumer (protocol.md §6.3).
+    /// drop every argument after the `nil` consumer (a Lua argument list ends at its first `nil`).
     pub fn authenticate(&self, consumer: &Consumer, credential: Option<&Credential>) -> Result<()> {
         const METHOD: &str = "kong.client.authenticate";
         let mut args = vec![value::encode(METHOD, consumer)?];

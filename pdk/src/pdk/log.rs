@@ -60,7 +60,7 @@ impl<'a> Log<'a> {
     /// Sets `key` (dotted for nesting: `request.headers.x-user`) in the serializer output that
     /// [`serialize`](Log::serialize) and logging plugins see. A value that serializes to
     /// nothing removes the key (only with [`SerializeMode::Set`]: Kong would lose the mode after
-    /// a `nil` value, protocol.md §6.3). Phases: certificate, rewrite, access, response (no
+    /// a `nil` value: a Lua argument list ends at its first `nil`). Phases: certificate, rewrite, access, response (no
     /// effect in log: the output was already captured).
     pub fn set_serialize_value<T: Serialize + ?Sized>(
         &self,

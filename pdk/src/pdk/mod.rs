@@ -1,5 +1,5 @@
 //! The typed PDK: `kong.request.get_header("host")` and friends, named and grouped as in Kong's
-//! own documentation, covering every PDK function an external plugin can call (protocol.md §11).
+//! own documentation, covering every PDK function an external plugin can call.
 //!
 //! | Field of [`Kong`] | Kong module |
 //! |---|---|
@@ -19,10 +19,10 @@
 //! | [`vault`](Vault) | `kong.vault` |
 //!
 //! Every method encodes its arguments as MessagePack, makes one call through the host, and
-//! decodes Kong's answer, absorbing Kong's wire quirks (protocol.md §6.2, §11.1): integral
-//! floats that arrive as integers, empty maps that arrive as empty arrays, strings that are not
-//! UTF-8. It never leaves a `nil` before another argument (Kong would drop the rest, protocol.md
-//! §6.3): an omitted optional argument followed by a given one is sent as Kong's default.
+//! decodes Kong's answer, absorbing Kong's wire quirks: integral floats that arrive as integers,
+//! empty maps that arrive as empty arrays, strings that are not UTF-8. It never leaves a `nil`
+//! before another argument (a Lua argument list ends at its first `nil`, so Kong would drop the
+//! rest): an omitted optional argument followed by a given one is sent as Kong's default.
 //!
 //! Left out, because they cannot work for an external plugin: `kong.response.get_raw_body` and
 //! `set_raw_body` (body_filter only), `kong.service.set_tls_cert_key`, `set_tls_verify_store`

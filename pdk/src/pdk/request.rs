@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 /// `kong.service.request` changed in it since).
 ///
 /// Unless said otherwise a method works in the rewrite, access and response phases; the log
-/// phase has only a snapshot (protocol.md §10.3).
+/// phase has only a snapshot of the request, taken when the response was sent.
 #[derive(Clone, Copy)]
 pub struct Request<'a> {
     bridge: Bridge<'a>,

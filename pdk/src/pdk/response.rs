@@ -268,7 +268,7 @@ pub fn default_error_message(status: u16) -> String {
         431 => "Request header fields too large",
         451 => "Unavailable for legal reasons",
         494 => "Request header or cookie too large",
-        500 => "An unexpected error occurred",
+        500 => crate::abi::KONG_500_MESSAGE,
         501 => "Not implemented",
         502 => "An invalid response was received from the upstream server",
         503 => "The upstream server is currently unavailable",

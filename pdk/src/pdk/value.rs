@@ -1,5 +1,5 @@
-//! Decoding Kong's answers into Rust types, tolerant of lua-MessagePack's encoding
-//! (protocol.md §6.2).
+//! Decoding Kong's answers into Rust types, tolerant of how Kong's lua-MessagePack encodes Lua
+//! values (an empty table as an empty array, an integral number as an integer).
 
 pub use super::de::decode;
 use rmpv::Value;

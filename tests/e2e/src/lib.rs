@@ -380,14 +380,23 @@ pub fn proc_status(pid: u32, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} in {status}"))
 }
 
+/// Connects to `plugin`'s socket on `host` as Kong does and starts an instance of it with the
+/// JSON `config`: the Kong client and the instance id. Panics if the host refuses.
+pub async fn start_instance(
+    host: &Host,
+    plugin: &str,
+    config: &str,
+) -> (kong_driver::KongClient, i64) {
+    let kong = kong_driver::KongClient::new(host.socket(plugin));
+    let started = kong.start_instance(plugin, config).await;
+    let id = started
+        .unwrap_or_else(|error| panic!("StartInstance {plugin} {config}: {error}"))
+        .id;
+    (kong, id)
+}
+
 /// A rust-hello instance (config `{"message":"hi"}`) started on `host`, and the Kong client
 /// that started it.
 pub async fn hello_instance(host: &Host) -> (kong_driver::KongClient, i64) {
-    let kong = kong_driver::KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
-    (kong, id)
+    start_instance(host, "rust-hello", r#"{"message":"hi"}"#).await
 }

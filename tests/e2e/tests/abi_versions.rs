@@ -6,8 +6,8 @@
 //! with one line naming the ABI version the host needs. Both plugins are built here, outside the
 //! workspace, from copies of this repository's crates (as `guide.rs` builds the guide's crate).
 
-use e2e::{artifacts, cargo, run_host, target_dir, workspace_root, Setup, TempDir};
-use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
+use e2e::{artifacts, cargo, run_host, start_instance, target_dir, workspace_root, Setup, TempDir};
+use kong_driver::{run_event, EventEnd, SimRequest};
 use std::path::Path;
 
 /// Copies `from` into `to`, leaving out `target` dirs.
@@ -161,12 +161,7 @@ async fn a_plugin_built_against_a_newer_pdk_minor_loads_when_the_abi_is_unchange
     let library = target_dir().join("debug/libpdk_bumped.so");
     let setup = Setup::new(&[(&library, "libpdk_bumped.so")]);
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"bumped"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "rust-hello", r#"{"message":"bumped"}"#).await;
     let mut request = SimRequest::new().header("host", "example.com");
     let outcome = run_event(&kong, id, "access", &mut request).await.unwrap();
     assert!(matches!(outcome.end, EventEnd::Ret), "{:?}", outcome.end);

@@ -3,7 +3,7 @@
 //! way Kong takes when a PDK call yields inside it: a new event on the connection a handler
 //! waits on, the Step on another connection; a handler that blocks; many idle connections.
 
-use e2e::{artifacts, get, hello_instance, proc_status, Setup};
+use e2e::{artifacts, get, hello_instance, proc_status, start_instance, Setup};
 use kong_driver::{
     run_event, step_method_for, Conn, EventEnd, KongClient, LuaValue, PdkResponder, SimRequest,
     StepData, StepReply,
@@ -168,18 +168,8 @@ async fn a_blocking_handler_stalls_only_its_own_connection() {
         (&artifacts().faulty, "libfixture_faulty.so"),
     ]);
     let host = setup.start(&[]);
-    let hello = KongClient::new(host.socket("rust-hello"));
-    let faulty = KongClient::new(host.socket("rust-faulty"));
-    let hello_id = hello
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
-    let faulty_id = faulty
-        .start_instance("rust-faulty", r#"{"hang_ms":2000}"#)
-        .await
-        .unwrap()
-        .id;
+    let (hello, hello_id) = start_instance(&host, "rust-hello", r#"{"message":"hi"}"#).await;
+    let (faulty, faulty_id) = start_instance(&host, "rust-faulty", r#"{"hang_ms":2000}"#).await;
     burst(&hello, hello_id).await; // warm: threads and pooled connections exist
     let mut unblocked = Vec::new();
     for _ in 0..5 {

@@ -1,8 +1,8 @@
 //! Many events in flight at once, their Steps hopping between pooled connections as Kong's do.
 
-use e2e::{artifacts, get, Setup};
+use e2e::{artifacts, get, start_instance, Setup};
 use kong_driver::{
-    run_event, step_method_for, EventEnd, KongClient, LuaValue, PdkResponder, SimRequest, StepData,
+    run_event, step_method_for, EventEnd, LuaValue, PdkResponder, SimRequest, StepData,
 };
 
 const EVENTS: usize = 64;
@@ -11,12 +11,7 @@ const EVENTS: usize = 64;
 async fn sixty_four_events_in_flight_with_steps_on_rotating_connections() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "rust-hello", r#"{"message":"hi"}"#).await;
     let mut conns = Vec::new();
     for _ in 0..8 {
         conns.push(kong.connection().await.unwrap());
@@ -82,12 +77,7 @@ async fn sixty_four_events_in_flight_with_steps_on_rotating_connections() {
 async fn concurrent_events_through_kongs_pool_each_see_their_own_request() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"hi"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "rust-hello", r#"{"message":"hi"}"#).await;
     let tasks: Vec<_> = (0..EVENTS)
         .map(|i| {
             let kong = kong.clone();

@@ -1,7 +1,7 @@
 //! Dedicated mode: rust-hello's own server binary, the host used as a library, no `.so`.
 
-use e2e::{artifacts, run_host, Host, Setup, TempDir};
-use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
+use e2e::{artifacts, run_host, start_instance, Host, Setup, TempDir};
+use kong_driver::{run_event, EventEnd, SimRequest};
 use std::process::Command;
 
 #[test]
@@ -31,12 +31,7 @@ async fn serves_its_plugin_on_prefix_slash_name_dot_socket() {
     let socket = sockets.path().join("rust-hello.socket");
     assert_eq!(server.socket("rust-hello"), socket);
 
-    let kong = KongClient::new(socket);
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"solo"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&server, "rust-hello", r#"{"message":"solo"}"#).await;
     let mut request = SimRequest::new().header("host", "example.com");
     let outcome = run_event(&kong, id, "access", &mut request).await.unwrap();
     assert!(matches!(outcome.end, EventEnd::Ret), "{:?}", outcome.end);

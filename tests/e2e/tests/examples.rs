@@ -1,8 +1,8 @@
 //! The example plugins through the real host: all load (the loader checks each schema against
 //! Kong's rules), and rust-phases behaves as specified in every phase over real sockets.
 
-use e2e::{artifacts, run_host, Setup};
-use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
+use e2e::{artifacts, run_host, start_instance, Setup};
+use kong_driver::{run_event, EventEnd, SimRequest};
 
 const NAMES: [&str; 4] = [
     "rust-phases",
@@ -54,8 +54,7 @@ fn every_example_loads_with_a_schema_kong_accepts() {
 async fn rust_phases_through_the_host_in_every_phase() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-phases"));
-    let id = kong.start_instance("rust-phases", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-phases", "{}").await;
     let mut request = SimRequest::new()
         .path("/orders?page=2")
         .status(201)

@@ -1,6 +1,6 @@
 //! A misbehaving plugin fails its own request, is logged in one line, and nothing else suffers.
 
-use e2e::{artifacts, Host, Setup};
+use e2e::{artifacts, start_instance, Host, Setup};
 use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
 use rmpv::Value;
 use std::time::Duration;
@@ -37,8 +37,7 @@ fn assert_fails_closed(outcome: &kong_driver::EventOutcome) {
 
 async fn assert_everything_still_works(host: &Host, kong: &KongClient, id: i64) {
     assert!(matches!(access(kong, id, "none").await.end, EventEnd::Ret));
-    let hello = KongClient::new(host.socket("rust-hello"));
-    let hello_id = hello.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (hello, hello_id) = start_instance(host, "rust-hello", "{}").await;
     let mut request = SimRequest::new().header("host", "h");
     assert!(matches!(
         run_event(&hello, hello_id, "access", &mut request)
@@ -53,8 +52,7 @@ async fn assert_everything_still_works(host: &Host, kong: &KongClient, id: i64) 
 async fn a_panicking_handler_fails_its_request_with_500_and_is_logged() {
     let setup = faulty();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-faulty", "{}").await;
 
     assert_fails_closed(&access(&kong, id, "panic").await);
     let line = host.wait_for_log("access panicked on purpose", Duration::from_secs(5));
@@ -75,8 +73,7 @@ async fn a_panicking_handler_fails_its_request_with_500_and_is_logged() {
 async fn a_handler_error_fails_closed_too() {
     let setup = faulty();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-faulty", "{}").await;
     assert_fails_closed(&access(&kong, id, "error").await);
     let line = host.wait_for_log("access failed on purpose", Duration::from_secs(5));
     assert!(
@@ -89,8 +86,7 @@ async fn a_handler_error_fails_closed_too() {
 async fn a_log_phase_panic_is_logged_and_the_event_returns() {
     let setup = faulty();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-faulty", "{}").await;
     let mut request = SimRequest::new();
     // The response was already sent: nothing to fail, the event just ends.
     assert!(matches!(
@@ -128,8 +124,7 @@ async fn a_panicking_constructor_refuses_start_instance() {
 async fn pdk_calls_after_exit_fail_with_event_ended_and_kong_gets_no_more_steps() {
     let setup = faulty();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-faulty", "{}").await;
     let outcome = access(&kong, id, "after-exit").await;
     assert_eq!(outcome.exit().and_then(|e| e.status()), Some(418));
     // The only calls Kong saw: reading the fault header, then the exit.
@@ -147,12 +142,7 @@ async fn pdk_calls_after_exit_fail_with_event_ended_and_kong_gets_no_more_steps(
 async fn a_handler_stuck_past_the_deadline_gets_an_error_reply_not_a_hang() {
     let setup = faulty();
     let host = setup.start(&["--event-timeout", "1"]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong
-        .start_instance("rust-faulty", r#"{"hang_ms":2500}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "rust-faulty", r#"{"hang_ms":2500}"#).await;
     let mut request = SimRequest::new().header("x-fault", "hang");
     let error = run_event(&kong, id, "access", &mut request)
         .await

@@ -1,8 +1,8 @@
 //! docs/plugin-guide.md followed as a new author would: its files written into a new crate
 //! beside a clone of this repository, that crate's own tests run, its `.so` served by the host.
 
-use e2e::{cargo, target_dir, workspace_root, Setup, TempDir};
-use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
+use e2e::{cargo, start_instance, target_dir, workspace_root, Setup, TempDir};
+use kong_driver::{run_event, EventEnd, SimRequest};
 
 /// The guide's files: each fenced block right after a `<!-- file: PATH -->` line.
 fn guide_files(guide: &str) -> Vec<(String, String)> {
@@ -68,12 +68,7 @@ async fn the_guide_builds_a_plugin_the_host_serves() {
     let library = target.join("debug/libmy_greeting.so");
     let setup = Setup::new(&[(&library, "libmy_greeting.so")]);
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("my-greeting"));
-    let id = kong
-        .start_instance("my-greeting", r#"{"greeting":"Hi"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "my-greeting", r#"{"greeting":"Hi"}"#).await;
     let mut request = SimRequest::new().header("x-user", "ada");
     for phase in ["access", "log"] {
         let outcome = run_event(&kong, id, phase, &mut request).await.unwrap();

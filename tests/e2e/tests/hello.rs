@@ -1,6 +1,6 @@
 //! The rust-hello flow as Kong drives it: real host process, real `.so`, real sockets.
 
-use e2e::{artifacts, get, Setup};
+use e2e::{artifacts, get, start_instance, Setup};
 use kong_driver::{run_event, EventEnd, KongClient, LuaValue, SimRequest};
 
 fn setup() -> Setup {
@@ -13,8 +13,7 @@ const CONFIG: &str = r#"{"message":"hi","__key__":"plugins:rust-hello:::::ws","_
 async fn access_sends_greeting_and_host_upstream_and_lets_the_request_through() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", CONFIG).await;
 
     let mut request = SimRequest::new().header("Host", "example.com");
     let outcome = run_event(&kong, id, "access", &mut request).await.unwrap();
@@ -73,8 +72,7 @@ async fn access_sends_greeting_and_host_upstream_and_lets_the_request_through() 
 async fn x_deny_even_empty_ends_the_request_with_403_and_no_further_step() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", CONFIG).await;
 
     let mut request = SimRequest::new()
         .header("host", "example.com")
@@ -113,8 +111,7 @@ async fn x_deny_even_empty_ends_the_request_with_403_and_no_further_step() {
 async fn log_phase_notices_the_response_status() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", CONFIG).await;
 
     let mut request = SimRequest::new().status(201);
     let outcome = run_event(&kong, id, "log", &mut request).await.unwrap();
@@ -133,12 +130,7 @@ async fn log_phase_notices_the_response_status() {
 async fn schema_default_applies_when_kong_sends_no_message() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"__seq__":1}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "rust-hello", r#"{"__seq__":1}"#).await;
     let mut request = SimRequest::new().header("host", "h");
     run_event(&kong, id, "access", &mut request).await.unwrap();
     assert_eq!(
@@ -151,8 +143,7 @@ async fn schema_default_applies_when_kong_sends_no_message() {
 async fn a_phase_the_plugin_does_not_implement_returns_at_once() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", CONFIG).await;
     let reply = kong.handle_event(id, "rewrite").await.unwrap();
     assert!(matches!(reply.data, kong_driver::StepData::Ret));
 }

@@ -1,7 +1,7 @@
 //! Instances keyed by config: 16 workers, one constructed instance, 16 ids; close semantics;
 //! unknown ids; ids across restarts.
 
-use e2e::{artifacts, get, Setup};
+use e2e::{artifacts, get, start_instance, Setup};
 use kong_driver::{run_event, EventEnd, KongClient, LuaValue, SimRequest};
 use rmpv::Value;
 use std::collections::HashSet;
@@ -124,12 +124,7 @@ async fn sixteen_workers_share_one_constructed_instance_until_the_last_close() {
 async fn different_configs_are_different_instances() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let a = kong
-        .start_instance("rust-hello", &worker_config(0, "a"))
-        .await
-        .unwrap()
-        .id;
+    let (kong, a) = start_instance(&host, "rust-hello", &worker_config(0, "a")).await;
     let b = kong
         .start_instance("rust-hello", &worker_config(0, "b"))
         .await

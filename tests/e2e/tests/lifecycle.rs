@@ -1,6 +1,6 @@
 //! Start-up, shutdown and events Kong abandons.
 
-use e2e::{artifacts, get, Setup};
+use e2e::{artifacts, get, start_instance, Setup};
 use kong_driver::{step_method_for, KongClient, LuaValue, PdkResponder, SimRequest, StepData};
 use std::time::Duration;
 
@@ -18,8 +18,7 @@ async fn sigterm_lets_in_flight_events_finish_then_removes_sockets_and_exits_0()
     let setup = hello();
     let host = setup.start(&[]);
     let socket = host.socket("rust-hello");
-    let kong = KongClient::new(&socket);
-    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", "{}").await;
     let mut conn = kong.connection().await.unwrap();
     let mut request = SimRequest::new().header("host", "h");
     let mut reply = conn.handle_event(id, "access").await.unwrap();
@@ -61,8 +60,7 @@ async fn sigint_stops_too() {
 async fn events_kong_abandons_are_reclaimed_after_the_deadline() {
     let setup = hello();
     let host = setup.start(&["--kong-step-timeout", "1"]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", "{}").await;
     // Kong raised a Lua error inside a PDK call: it never sends the Step.
     let abandoned = kong.handle_event(id, "access").await.unwrap();
     assert!(matches!(abandoned.data, StepData::Call { .. }));

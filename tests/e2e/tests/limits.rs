@@ -1,7 +1,7 @@
 //! Socket permissions, refusing plugin files others can write, and what the host answers at
 //! each of its limits.
 
-use e2e::{artifacts, Setup};
+use e2e::{artifacts, start_instance, Setup};
 use kong_driver::{run_event, EventEnd, KongClient, RawConn, SimRequest, StepData};
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
@@ -105,8 +105,7 @@ fn hold_place(kong: &KongClient, id: i64) -> tokio::task::JoinHandle<EventEnd> {
 async fn a_plugin_at_its_event_limit_answers_503_and_recovers() {
     let setup = Setup::new(&[(&artifacts().faulty, "libfixture_faulty.so")]);
     let host = setup.start(&["--max-events-per-plugin", "2"]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-faulty", "{}").await;
     let hanging = kong
         .start_instance("rust-faulty", r#"{"hang_ms":1500}"#)
         .await
@@ -146,8 +145,7 @@ async fn fail_open_plugins_let_requests_through_when_overloaded_or_failing() {
     let a = artifacts();
     let setup = Setup::new(&[(&a.faulty, "libfixture_faulty.so")]);
     let host = setup.start(&["--fail-open", "rust-faulty", "--max-events-per-plugin", "1"]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-faulty", "{}").await;
 
     let mut panicking = SimRequest::new().header("x-fault", "panic");
     let outcome = run_event(&kong, id, "access", &mut panicking)

@@ -1,6 +1,6 @@
 //! Operator-facing modes: Kong 3.0–3.8 single-socket serving, JSON logs, `status`.
 
-use e2e::{artifacts, free_loopback_port, http_get, run_host, Setup};
+use e2e::{artifacts, free_loopback_port, http_get, run_host, start_instance, Setup};
 use kong_driver::{run_event, EventEnd, KongClient, SimRequest};
 use std::time::Duration;
 
@@ -116,12 +116,7 @@ fn json_logs_are_one_object_per_line() {
 async fn status_prints_the_running_hosts_instances() {
     let setup = both();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong
-        .start_instance("rust-hello", r#"{"message":"s"}"#)
-        .await
-        .unwrap()
-        .id;
+    let (_kong, id) = start_instance(&host, "rust-hello", r#"{"message":"s"}"#).await;
     let socket_dir = setup.sockets.path().to_str().unwrap().to_string();
     let output =
         tokio::task::spawn_blocking(move || run_host(&["status", "--socket-dir", &socket_dir]))
@@ -222,8 +217,7 @@ async fn counters_and_latency_per_plugin_and_phase_in_status_and_prometheus() {
     let port = free_loopback_port();
     let listen = format!("127.0.0.1:{port}");
     let host = setup.start(&["--metrics-listen", &listen]);
-    let hello = KongClient::new(host.socket("rust-hello"));
-    let id = hello.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (hello, id) = start_instance(&host, "rust-hello", "{}").await;
     run_event(
         &hello,
         id,
@@ -240,8 +234,7 @@ async fn counters_and_latency_per_plugin_and_phase_in_status_and_prometheus() {
     )
     .await
     .unwrap();
-    let faulty = KongClient::new(host.socket("rust-faulty"));
-    let fid = faulty.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let (faulty, fid) = start_instance(&host, "rust-faulty", "{}").await;
     run_event(
         &faulty,
         fid,

@@ -6,7 +6,8 @@
 //! close the connection.
 
 use e2e::{
-    artifacts, free_loopback_port, get, hello_instance, http_get, proc_status, run_host, Setup,
+    artifacts, free_loopback_port, get, hello_instance, http_get, proc_status, run_host,
+    start_instance, Setup,
 };
 use kong_driver::{run_event, EventEnd, KongClient, LuaValue, SimRequest, StepData};
 use std::time::{Duration, Instant};
@@ -170,12 +171,7 @@ async fn silent_events_are_reclaimed_after_the_kong_step_timeout_and_named_every
 async fn a_handler_slower_than_the_kong_step_timeout_is_not_reclaimed() {
     let setup = Setup::new(&[(&artifacts().faulty, "libfixture_faulty.so")]);
     let host = setup.start(&["--kong-step-timeout", "1"]);
-    let kong = KongClient::new(host.socket("rust-faulty"));
-    let id = kong
-        .start_instance("rust-faulty", r#"{"hang_ms":2500}"#)
-        .await
-        .unwrap()
-        .id;
+    let (kong, id) = start_instance(&host, "rust-faulty", r#"{"hang_ms":2500}"#).await;
     let started = Instant::now();
     let mut request = SimRequest::new().header("x-fault", "hang");
     let outcome = run_event(&kong, id, "access", &mut request).await.unwrap();

@@ -1,7 +1,7 @@
 //! `serve --upgrade`: a new host takes over a running one under load, and Kong sees no refused
 //! connection, no closed connection and no failed call.
 
-use e2e::{artifacts, get, Host, Setup};
+use e2e::{artifacts, get, start_instance, Host, Setup};
 use kong_driver::{
     run_event, step_method_for, EventEnd, KongClient, LuaValue, PdkResponder, SimRequest, StepData,
 };
@@ -20,8 +20,8 @@ const WORKERS: usize = 8;
 async fn upgrade_under_load_fails_no_call_and_serves_a_plugin_dropped_in_since() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let old = setup.start(&[]);
-    let kong = Arc::new(KongClient::new(old.socket("rust-hello")));
-    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let (kong, id) = start_instance(&old, "rust-hello", CONFIG).await;
+    let kong = Arc::new(kong);
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = tokio::task::JoinSet::new();
@@ -111,8 +111,7 @@ fn upgrade_with_no_running_host_starts_as_usual() {
 async fn an_event_begun_on_the_old_host_finishes_through_the_new_one() {
     let setup = Setup::new(&[(&artifacts().hello, "librust_hello.so")]);
     let old = setup.start(&[]);
-    let kong = KongClient::new(old.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let (kong, id) = start_instance(&old, "rust-hello", CONFIG).await;
     let mut request = SimRequest::new().header("host", "example.com");
     let mut conn = kong.connection().await.unwrap();
     let first = conn.handle_event(id, "access").await.unwrap();

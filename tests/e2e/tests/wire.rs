@@ -1,7 +1,7 @@
 //! Bytes Kong never sends (and a few it does, split awkwardly): each gets a clear error reply or a
 //! closed connection with a log line, and the host keeps serving everyone else.
 
-use e2e::{artifacts, Host, Setup};
+use e2e::{artifacts, start_instance, Host, Setup};
 use kong_driver::{KongClient, LuaValue, RawConn, Request};
 use rmpv::Value;
 use std::time::Duration;
@@ -147,8 +147,7 @@ async fn requests_with_an_id_get_exact_error_replies_and_the_connection_stays() 
 async fn a_request_split_at_every_byte_boundary_is_answered_every_time() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (_kong, id) = start_instance(&host, "rust-hello", "{}").await;
     let mut conn = connect(&host).await;
     // rewrite is not a rust-hello phase: answered with "ret" and no side effect.
     for msgid in 1..=2u64 {
@@ -189,16 +188,9 @@ async fn two_requests_in_one_write_get_two_replies_in_order() {
 async fn a_one_megabyte_config_starts_and_reaches_the_plugin() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
     let message = "m".repeat(1 << 20);
-    let id = kong
-        .start_instance(
-            "rust-hello",
-            &format!(r#"{{"message":"{message}","__seq__":1}}"#),
-        )
-        .await
-        .unwrap()
-        .id;
+    let config = format!(r#"{{"message":"{message}","__seq__":1}}"#);
+    let (kong, id) = start_instance(&host, "rust-hello", &config).await;
     let mut request = kong_driver::SimRequest::new().header("host", "h");
     kong_driver::run_event(&kong, id, "access", &mut request)
         .await
@@ -270,8 +262,7 @@ async fn strings_that_are_not_utf8_are_handled_as_bytes() {
     let setup = setup();
     let host = setup.start(&[]);
     let mut conn = connect(&host).await;
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (kong, id) = start_instance(&host, "rust-hello", "{}").await;
 
     let event = Value::Map(vec![
         (Value::from("InstanceId"), Value::from(id)),
@@ -313,8 +304,7 @@ async fn strings_that_are_not_utf8_are_handled_as_bytes() {
 async fn integral_floats_are_accepted_where_kong_sends_integers() {
     let setup = setup();
     let host = setup.start(&[]);
-    let kong = KongClient::new(host.socket("rust-hello"));
-    let id = kong.start_instance("rust-hello", "{}").await.unwrap().id;
+    let (_kong, id) = start_instance(&host, "rust-hello", "{}").await;
     let mut conn = connect(&host).await;
     // Lua numbers are doubles: an id could arrive as 7.0 from another client library.
     let event = Value::Map(vec![
