@@ -37,10 +37,27 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
+/// Cargo's target directory, as cargo resolves it (`CARGO_TARGET_DIR`, a `.cargo/config.toml`
+/// `build.target-dir`, or `target/`), asked once.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    static TARGET: OnceLock<PathBuf> = OnceLock::new();
+    TARGET
+        .get_or_init(|| {
+            let output = Command::new(env!("CARGO"))
+                .args(["metadata", "--format-version", "1", "--no-deps"])
+                .current_dir(workspace_root())
+                .output()
+                .expect("run cargo metadata");
+            assert!(output.status.success(), "cargo metadata failed");
+            let metadata: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+            PathBuf::from(
+                metadata["target_directory"]
+                    .as_str()
+                    .expect("cargo metadata names target_directory"),
+            )
+        })
+        .clone()
 }
 
 fn cargo_build(args: &[&str]) {
