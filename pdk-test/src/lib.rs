@@ -102,10 +102,9 @@ mod state;
 
 pub use kong_rust_pdk::abi::Phase;
 
-/// Header lines as the in-memory Kong holds them and an [`Outcome`] reports them: lower-case
-/// names to their values, in order (the typed PDK's [`Headers`](kong_rust_pdk::pdk::Headers)
-/// is what a plugin sees).
-pub type HeaderLines = std::collections::BTreeMap<String, Vec<String>>;
+/// Header names keep the case the plugin (or the test request) gave and compare
+/// case-insensitively: the PDK's own type, in the harness's outcome too.
+pub use kong_rust_pdk::pdk::Headers;
 pub use outcome::{
     ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
     UpstreamRequest,

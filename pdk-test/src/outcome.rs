@@ -1,7 +1,7 @@
 //! What a run produced, for tests to assert on.
 
 use super::http;
-use crate::HeaderLines as Headers;
+use kong_rust_pdk::pdk::Headers;
 pub use kong_rust_pdk::pdk::Source;
 use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
 use rmpv::Value;
@@ -72,7 +72,7 @@ impl Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientResponse {
     pub status: u16,
-    /// Lower-case names.
+    /// Names in the case given (by the plugin, the service or Kong).
     pub headers: Headers,
     pub body: Vec<u8>,
     pub source: Source,
@@ -91,7 +91,8 @@ pub struct UpstreamRequest {
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
-    /// Lower-case names, including `host` and Kong's `x-forwarded-*`/`x-real-ip`.
+    /// Names in the case given (by the client or the plugin), including `host` and Kong's
+    /// `x-forwarded-*`/`x-real-ip`.
     pub headers: Headers,
     pub body: Vec<u8>,
     /// The upstream entity chosen with `kong.service.set_upstream`.

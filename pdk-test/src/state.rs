@@ -8,7 +8,7 @@ use super::{
     },
     request::{Subsystem, TestRequest},
 };
-use crate::HeaderLines as Headers;
+use kong_rust_pdk::pdk::Headers;
 use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
 use rmpv::Value;
 use serde_json::Value as Json;
