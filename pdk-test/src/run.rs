@@ -22,16 +22,21 @@ pub struct PluginTest<P> {
 }
 
 impl<P: Exported> PluginTest<P> {
-    /// Builds the plugin from the configuration JSON Kong would send: Kong's bookkeeping keys
-    /// (`__key__`, `__plugin_id`, `__seq__`, `__ws_id`) are added when missing, schema
-    /// defaults are applied, and a bad field is named in the [`ErrorKind::Config`] error, all
-    /// as with the real host; then `P::new` runs and its error is returned as is.
+    /// Builds the plugin from the configuration JSON as entered in Kong: a top-level field the
+    /// schema does not have is refused as Kong's Admin API refuses it (`invalid config: field
+    /// `extra`: unknown field`); Kong's bookkeeping keys (`__key__`, `__plugin_id`, `__seq__`,
+    /// `__ws_id`) are added when missing, schema defaults are applied, and a bad field is named
+    /// in the [`ErrorKind::Config`] error, all as with the real host; then `P::new` runs and its
+    /// error is returned as is.
     pub fn new(config_json: &str) -> Result<Self> {
+        let config_error = |message| Error::new(ErrorKind::Config, message);
+        kong_rust_pdk::__private::check_entered_fields::<P::Config>(config_json, &BOOKKEEPING)
+            .map_err(config_error)?;
         let config = kong_rust_pdk::__private::decode_config::<P::Config>(&with_bookkeeping(
             config_json,
             P::NAME,
         ))
-        .map_err(|message| Error::new(ErrorKind::Config, message))?;
+        .map_err(config_error)?;
         Self::from_config(config)
     }
 
@@ -100,21 +105,21 @@ impl<P: Exported> PluginTest<P> {
     }
 }
 
-/// The config with the keys Kong adds to every plugin config (protocol.md §7.1).
+/// The keys Kong adds to every plugin config (protocol.md §7.1).
+const BOOKKEEPING: [&str; 4] = ["__key__", "__plugin_id", "__seq__", "__ws_id"];
+
+/// The config with the keys Kong adds to every plugin config.
 fn with_bookkeeping(config_json: &str, name: &str) -> String {
     let Ok(Json::Object(mut config)) = serde_json::from_str::<Json>(config_json) else {
         return config_json.to_string();
     };
-    let bookkeeping = [
-        (
-            "__key__",
-            json!(format!("plugins:{name}:::::{WORKSPACE_ID}")),
-        ),
-        ("__plugin_id", json!(PLUGIN_ID)),
-        ("__seq__", json!(1)),
-        ("__ws_id", json!(WORKSPACE_ID)),
+    let values = [
+        json!(format!("plugins:{name}:::::{WORKSPACE_ID}")),
+        json!(PLUGIN_ID),
+        json!(1),
+        json!(WORKSPACE_ID),
     ];
-    for (key, value) in bookkeeping {
+    for (key, value) in BOOKKEEPING.into_iter().zip(values) {
         config.entry(key).or_insert(value);
     }
     Json::Object(config).to_string()

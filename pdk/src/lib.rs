@@ -75,6 +75,7 @@ pub mod __private {
     pub use crate::export::{root_module, Exported};
     pub use abi_stable;
     pub use kong_rust_abi as abi;
+    pub use kong_rust_schema::check_entered_fields;
     pub use kong_rust_schema::decode as decode_config;
     pub use kong_rust_schema::{field, record};
     pub use serde_json;

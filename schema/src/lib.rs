@@ -25,7 +25,7 @@
 mod config;
 
 use crate::config::{lua_pattern, validate};
-pub use config::decode;
+pub use config::{check_entered_fields, decode};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
