@@ -106,15 +106,15 @@ pub use kong_rust_pdk::abi::Phase;
 /// case-insensitively: the PDK's own type, in the harness's outcome too.
 pub use kong_rust_pdk::pdk::Headers;
 pub use outcome::{
-    ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
-    UpstreamRequest,
+    ClientResponse, Exit, Failure, FailureKind, Handler, LogLevel, LogLine, Outcome, PdkCall,
+    Source, UpstreamRequest,
 };
 pub use request::{
     TestRequest, UpstreamResponse, NODE_ID, PLUGIN_ID, REQUEST_ID, ROUTE_ID, SERVICE_ID,
     WORKSPACE_ID,
 };
 pub use rmpv::Value;
-pub use run::PluginTest;
+pub use run::{PluginChain, PluginTest};
 
 /// The names of the PDK functions the in-memory Kong answers that an external plugin can use:
 /// Kong's catalogue (protocol.md §11) less the functions that need the body_filter phase or

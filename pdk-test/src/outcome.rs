@@ -8,11 +8,14 @@ use rmpv::Value;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
-/// Everything observable about one request run through the plugin.
+/// Everything observable about one request run through the plugin (or the chain).
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The phases the plugin ran in, in order.
+    /// The phases in which a handler ran, in order.
     pub phases: Vec<Phase>,
+    /// Every handler that ran, in order: for a [`PluginChain`](crate::PluginChain), Kong's order
+    /// (phase by phase, by priority within a phase).
+    pub handlers: Vec<Handler>,
     /// The request Kong sent to the service; `None` when it never got that far (an exit, an
     /// error, a route without a service).
     pub upstream_request: Option<UpstreamRequest>,
@@ -57,9 +60,16 @@ impl Outcome {
         self.calls.iter().filter(|c| c.method == method).collect()
     }
 
-    /// Whether the plugin ran in `phase`.
+    /// Whether a handler ran in `phase`.
     pub fn ran(&self, phase: Phase) -> bool {
         self.phases.contains(&phase)
+    }
+
+    /// Whether plugin `name`'s handler for `phase` ran.
+    pub fn ran_plugin(&self, name: &str, phase: Phase) -> bool {
+        self.handlers
+            .iter()
+            .any(|handler| handler.plugin == name && handler.phase == phase)
     }
 
     /// The failures of `phase`.
@@ -138,9 +148,19 @@ macro_rules! message_helpers {
 
 message_helpers!(ClientResponse, UpstreamRequest);
 
+/// One handler run: plugin `plugin`'s handler for `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handler {
+    /// The plugin's name.
+    pub plugin: &'static str,
+    pub phase: Phase,
+}
+
 /// A `kong.response.exit`/`error` that ended the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
+    /// The plugin whose handler it was.
+    pub plugin: &'static str,
     pub phase: Phase,
     /// `kong.response.exit` or `kong.response.error`.
     pub method: String,
@@ -164,6 +184,8 @@ pub enum LogLevel {
 /// One `kong.log.*` line: Kong's `tostring` of every argument, concatenated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// The plugin that logged it.
+    pub plugin: &'static str,
     pub phase: Phase,
     pub level: LogLevel,
     pub message: String,
@@ -172,6 +194,8 @@ pub struct LogLine {
 /// One PDK call: the arguments as the plugin sent them and what it got back.
 #[derive(Debug, Clone)]
 pub struct PdkCall {
+    /// The plugin that made it.
+    pub plugin: &'static str,
     pub phase: Phase,
     pub method: String,
     pub args: Vec<Value>,
@@ -181,6 +205,8 @@ pub struct PdkCall {
 /// A phase that went wrong.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The plugin whose handler failed.
+    pub plugin: &'static str,
     pub phase: Phase,
     pub kind: FailureKind,
     pub message: String,

@@ -2,11 +2,12 @@
 
 use super::{
     http, lua,
+    outcome::Handler,
     outcome::{
         ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
         UpstreamRequest,
     },
-    request::{Subsystem, TestRequest},
+    request::{Subsystem, TestRequest, PLUGIN_ID},
 };
 use kong_rust_pdk::pdk::Headers;
 use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
@@ -22,6 +23,9 @@ pub(crate) const UNEXPECTED: &str = "An unexpected error occurred";
 
 pub(crate) struct State {
     pub(crate) req: TestRequest,
+    /// The plugin whose handler runs (or ran last), and its id (`kong.plugin.get_id`).
+    pub(crate) plugin: &'static str,
+    pub(crate) plugin_id: String,
     pub(crate) phase: Phase,
     /// Set when the current event is over: every later call in the phase fails with it.
     pub(crate) ended: Option<String>,
@@ -53,7 +57,7 @@ pub(crate) struct State {
     pub(crate) logs: Vec<LogLine>,
     pub(crate) calls: Vec<PdkCall>,
     pub(crate) failures: Vec<Failure>,
-    pub(crate) phases: Vec<Phase>,
+    pub(crate) handlers: Vec<Handler>,
 }
 
 /// How the request to the service is shaped (`kong.service.*`, `kong.service.request.*`).
@@ -173,6 +177,8 @@ impl State {
                 .map_or(0, |d| d.as_millis() as u64)
         });
         State {
+            plugin: "",
+            plugin_id: PLUGIN_ID.to_string(),
             phase: Phase::Certificate,
             ended: None,
             answered: false,
@@ -204,7 +210,7 @@ impl State {
             logs: Vec::new(),
             calls: Vec::new(),
             failures: Vec::new(),
-            phases: Vec::new(),
+            handlers: Vec::new(),
             req,
         }
     }
@@ -217,11 +223,13 @@ impl State {
         self.sent.is_some()
     }
 
-    /// A new event: the plugin's handler for `phase` starts.
-    pub(crate) fn begin(&mut self, phase: Phase) {
+    /// A new event: `plugin`'s handler for `phase` starts.
+    pub(crate) fn begin(&mut self, plugin: &'static str, plugin_id: &str, phase: Phase) {
+        self.plugin = plugin;
+        plugin_id.clone_into(&mut self.plugin_id);
         self.phase = phase;
         self.ended = None;
-        self.phases.push(phase);
+        self.handlers.push(Handler { plugin, phase });
     }
 
     /// The handler of the current phase returned `result` (`Err(message)` for a panic).
@@ -233,6 +241,7 @@ impl State {
             Err(panic) => (FailureKind::Panicked, panic),
         };
         self.failures.push(Failure {
+            plugin: self.plugin,
             phase: self.phase,
             kind,
             message,
@@ -242,6 +251,7 @@ impl State {
         if self.ended.is_none() && answers(self.phase) {
             self.respond(500, unexpected_body(), Vec::new(), Source::Exit);
             self.exit = Some(Exit {
+                plugin: self.plugin,
                 phase: self.phase,
                 method: "kong.response.exit".into(),
                 status: 500,
@@ -258,6 +268,7 @@ impl State {
             "Kong raised an error in {method} and abandoned the event"
         ));
         self.failures.push(Failure {
+            plugin: self.plugin,
             phase: self.phase,
             kind: FailureKind::Kong,
             message: message.clone(),
@@ -270,6 +281,7 @@ impl State {
 
     pub(crate) fn log(&mut self, level: LogLevel, message: String) {
         self.logs.push(LogLine {
+            plugin: self.plugin,
             phase: self.phase,
             level,
             message,
@@ -480,8 +492,11 @@ impl State {
     }
 
     pub(crate) fn into_outcome(self) -> Outcome {
+        let mut phases: Vec<Phase> = self.handlers.iter().map(|handler| handler.phase).collect();
+        phases.dedup();
         Outcome {
-            phases: self.phases,
+            phases,
+            handlers: self.handlers,
             upstream_request: self.sent,
             response: self.response,
             exit: self.exit,

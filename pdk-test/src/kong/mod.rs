@@ -54,8 +54,9 @@ impl Call for MockKong {
                 )),
             ),
         };
-        let phase = state.phase;
+        let (plugin, phase) = (state.plugin, state.phase);
         state.calls.push(PdkCall {
+            plugin,
             phase,
             method: method.to_string(),
             args,
