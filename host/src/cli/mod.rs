@@ -14,6 +14,7 @@ pub mod dedicated;
 mod doctor;
 mod dump;
 mod kong_conf;
+mod new;
 mod plugin_entry;
 mod wait_ready;
 
@@ -84,6 +85,8 @@ enum Command {
     },
     /// Print the kong.conf lines (or KONG_* variables) for every plugin in the plugins dir.
     KongConf(KongConfArgs),
+    /// Write a new plugin crate: a typed config, one phase, a harness test.
+    New(new::NewArgs),
     /// Wait until every plugin socket in the socket dir accepts and answers; exit 1 naming the
     /// missing ones after --timeout. Run it before Kong starts (systemd, a Kubernetes
     /// startupProbe, an entrypoint): Kong runs a request without a plugin it cannot reach.
@@ -163,6 +166,7 @@ pub fn main() -> ExitCode {
             plugins_dir,
         } => dump(name.as_deref(), &plugins_dir),
         Command::KongConf(args) => kong_conf(args),
+        Command::New(args) => new::run(args),
         Command::WaitReady {
             socket_dir,
             timeout,
