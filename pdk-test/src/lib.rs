@@ -70,8 +70,11 @@
 //!   in Kong; the path and scheme for the service are separate. The request sent upstream
 //!   ([`Outcome::upstream_request`]) carries the `Host` Kong would send (service host,
 //!   `preserve_host`, or a `host` header a plugin set) and Kong's `X-Forwarded-*` headers.
-//! * **Responses.** `kong.response.set_header` and friends before proxying are applied over the
-//!   service's headers; in the `response` phase they change the response the service gave.
+//! * **Responses.** Headers `kong.response.set_header` and friends set before proxying go to
+//!   the client with the service's: a name both send goes out twice, the plugin's value first
+//!   (`Content-Type` and `Content-Length`: the service's only), as nginx sends them; with
+//!   buffered proxying (a `response` handler) the service's value replaces the plugin's. In the
+//!   `response` phase they change the response the service gave.
 //!   `kong.response.exit`/`error` answer the client (JSON bodies, Kong's error templates and
 //!   `Accept` negotiation, `Content-Length`), end the phase's event (later calls fail with
 //!   [`ErrorKind::EventEnded`](kong_rust_pdk::ErrorKind::EventEnded), as with the host) and skip the

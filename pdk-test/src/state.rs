@@ -40,7 +40,7 @@ pub(crate) struct State {
     pub(crate) upstream: Upstream,
     pub(crate) service_response: ClientResponse,
     pub(crate) response: ClientResponse,
-    /// Response header changes made before the service answered, replayed over its headers.
+    /// Response header changes made before the service answered, merged with its headers.
     pub(crate) pending: Vec<HeaderOp>,
     pub(crate) sent: Option<UpstreamRequest>,
     pub(crate) consumer: Option<Value>,
@@ -289,7 +289,7 @@ impl State {
     }
 
     /// A change to the client response's headers; before the service answered, it is also
-    /// kept to be replayed over the service's headers.
+    /// kept to be merged with the service's headers.
     pub(crate) fn change_response_header(&mut self, op: HeaderOp) {
         op.apply(&mut self.response.headers);
         if !self.proxied() {
@@ -393,9 +393,34 @@ impl State {
             buffered: self.upstream.buffered,
         });
         self.response = self.service_response.clone();
+        self.response.headers = self.merge_service_headers();
+    }
+
+    /// The client's headers once the service answered, from the changes plugins made before
+    /// and the service's headers. Unbuffered, nginx sends the headers set before proxying and
+    /// then the service's: a name in both goes out twice, the plugin's value first, except
+    /// `Content-Type` and `Content-Length`, of which nginx keeps the service's; a header cleared
+    /// before proxying is not removed from the service's. Buffered, Kong sets the service's
+    /// headers over those (`kong.response.set_headers` in `Kong.response`), so the service's
+    /// value wins for a name in both. (Unbuffered: measured with nginx and its lua module; Kong
+    /// runs no `header_filter` for external plugins, so adds nothing to it.)
+    fn merge_service_headers(&mut self) -> Headers {
+        let mut headers = Headers::new();
         for op in std::mem::take(&mut self.pending) {
-            op.apply(&mut self.response.headers);
+            op.apply(&mut headers);
         }
+        for (name, values) in self.service_response.headers.iter() {
+            let replaces = self.upstream.buffered
+                || ["content-type", "content-length"]
+                    .iter()
+                    .any(|single| http::same_name(name, single));
+            if replaces {
+                http::set_header(&mut headers, name, values.to_vec());
+            } else {
+                http::add_header(&mut headers, name, values.to_vec());
+            }
+        }
+        headers
     }
 
     /// The response phase needs the whole response: Kong proxies buffered.

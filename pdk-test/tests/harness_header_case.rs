@@ -26,6 +26,8 @@ impl Plugin for Cors {
             ]);
             return kong.response.exit(204, "", Some(&headers)).into();
         }
+        kong.response
+            .set_header("Content-Type", "application/x-cors")?;
         kong.response.set_header("Access-Control-Allow-Origin", "*")
     }
 }
@@ -91,4 +93,71 @@ fn headers_equal_whatever_the_case_of_their_names() {
         given,
         Headers::from([("content-type", "text/html"), ("x-a", "1")])
     );
+}
+
+/// Sets in `access` what Cors sets, and has a `response` handler: Kong buffers the response.
+struct BufferedCors;
+
+#[plugin(name = "harness-header-case-buffered", priority = 10)]
+impl Plugin for BufferedCors {
+    type Config = Config;
+
+    fn new(_: Config) -> Result<Self> {
+        Ok(BufferedCors)
+    }
+
+    fn access(&self, kong: &Kong) -> Result<()> {
+        kong.response.set_header("Access-Control-Allow-Origin", "*")
+    }
+
+    fn response(&self, kong: &Kong) -> Result<()> {
+        kong.response.set_header("x-buffered", "yes")
+    }
+}
+
+fn service_sending_its_own_origin() -> kong_rust_pdk_test::UpstreamResponse {
+    kong_rust_pdk_test::UpstreamResponse::new(200)
+        .header("access-control-allow-origin", "https://app.example")
+        .header("content-type", "text/plain")
+}
+
+#[test]
+fn a_header_set_in_access_that_the_service_also_sends_reaches_the_client_twice() {
+    let test = PluginTest::<Cors>::new("{}").unwrap();
+    let outcome =
+        test.run(TestRequest::get("/").upstream_response(service_sending_its_own_origin()));
+
+    // nginx sends the plugin's value, then the service's (what Kong does without a
+    // header_filter, which external plugins do not get).
+    assert_eq!(
+        outcome
+            .response
+            .header_values("access-control-allow-origin"),
+        ["*", "https://app.example"]
+    );
+    // Content-Type is one nginx keeps once: the service's.
+    assert_eq!(
+        outcome.response.header_values("content-type"),
+        ["text/plain"]
+    );
+    let received = names(&outcome.response.headers);
+    assert!(
+        received.contains(&"Access-Control-Allow-Origin"),
+        "{received:?}"
+    );
+}
+
+#[test]
+fn with_a_response_handler_the_services_header_replaces_the_one_set_in_access() {
+    let test = PluginTest::<BufferedCors>::new("{}").unwrap();
+    let outcome =
+        test.run(TestRequest::get("/").upstream_response(service_sending_its_own_origin()));
+
+    assert_eq!(
+        outcome
+            .response
+            .header_values("access-control-allow-origin"),
+        ["https://app.example"]
+    );
+    assert_eq!(outcome.response.header("x-buffered"), Some("yes"));
 }
