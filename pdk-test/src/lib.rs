@@ -60,6 +60,15 @@
 //!
 //! # What the in-memory Kong does
 //!
+//! * **Config.** [`PluginTest::new`] takes the config JSON as entered in Kong: a field the
+//!   schema lacks is refused in the words of Kong's Admin API (`invalid config: field
+//!   `extra`: unknown field`), defaults are filled in, constraints checked.
+//! * **Chains.** [`PluginChain`] runs plugins from several crates over one request in Kong's
+//!   order (phase by phase, by priority within a phase), sharing the request,
+//!   `kong.ctx.shared` and the consumer; [`Outcome::handlers`] says who ran when. Plugin crates
+//!   link into one test binary because a build with this harness leaves out their `.so`
+//!   export: build the `.so` you install with `cargo build`, where the harness, a
+//!   dev-dependency, is not linked.
 //! * **Phases.** [`PluginTest::run`] runs the phases the plugin implements in Kong's order:
 //!   `certificate` (TLS only), `rewrite`, `access`, the proxying, `response`, `log`; for
 //!   [`TestRequest::stream`], `certificate` (tls), `preread`, `log`. A function called in a
