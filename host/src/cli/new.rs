@@ -36,9 +36,11 @@ pub(crate) fn run(args: NewArgs) -> Result<(), String> {
         None => pdk_repo(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..")),
     };
     let written = scaffold(&args.name, &dir, repo.as_deref())?;
-    let so = format!("lib{}.so", crate_ident(&args.name));
+    // Where cargo will put the .so: its target dir, which CARGO_TARGET_DIR moves.
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let so = format!("{target}/release/lib{}.so", crate_ident(&args.name));
     println!(
-        "wrote {} ({})\n\nnext:\n  cd {}\n  cargo test                  # the harness test in tests/\n  cargo build --release       # target/release/{so}\n  install -m 0644 target/release/{so} PLUGINS_DIR/\n  kong-rust-host serve --plugins-dir PLUGINS_DIR --socket-dir SOCKET_DIR",
+        "wrote {} ({})\n\nnext:\n  cd {}\n  cargo test                  # the harness test in tests/\n  cargo build --release       # {so}\n  install -m 0644 {so} PLUGINS_DIR/\n  kong-rust-host serve --plugins-dir PLUGINS_DIR --socket-dir SOCKET_DIR",
         dir.display(),
         written.join(", "),
         dir.display(),
