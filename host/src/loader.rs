@@ -200,7 +200,9 @@ fn explain(error: LibraryError) -> String {
         }
         LibraryError::GetSymbolError { .. } => {
             "not a kong-rust-host plugin: the file has no abi_stable root module \
-             (a plugin crate must be a cdylib with #[kong_rust_pdk::plugin] on its `impl Plugin`)"
+             (a plugin crate must be a cdylib with #[kong_rust_pdk::plugin] on its `impl Plugin`, \
+             built without kong-rust-pdk-test, which leaves the export out: keep the harness a \
+             dev-dependency and build with `cargo build`, not from a test build)"
                 .to_string()
         }
         LibraryError::InvalidAbiHeader(header) => format!(

@@ -2,7 +2,7 @@
 //! normalization and request/response body codecs.
 
 use super::lua;
-use crate::HeaderLines as Headers;
+use kong_rust_pdk::pdk::Headers;
 use rmpv::Value;
 
 /// How nginx compares header names: case-insensitively, `_` standing for `-`.
@@ -20,7 +20,7 @@ pub(crate) fn header_values<'a>(headers: &'a Headers, name: &str) -> Option<&'a 
     headers
         .iter()
         .find(|(key, _)| lookup_key(key) == wanted)
-        .map(|(_, values)| values.as_slice())
+        .map(|(_, values)| values)
 }
 
 /// The first value of header `name`, as `get_header` returns it.
@@ -30,54 +30,55 @@ pub(crate) fn first_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a s
 
 pub(crate) fn clear_header(headers: &mut Headers, name: &str) {
     let wanted = lookup_key(name);
-    headers.retain(|key, _| lookup_key(key) != wanted);
-}
-
-/// Replaces every value of `name`; no values removes the header.
-pub(crate) fn set_header(headers: &mut Headers, name: &str, values: Vec<String>) {
-    clear_header(headers, name);
-    if !values.is_empty() {
-        headers.insert(name.to_ascii_lowercase(), values);
+    let matching: Vec<String> = headers
+        .iter()
+        .filter(|(key, _)| lookup_key(key) == wanted)
+        .map(|(key, _)| key.to_string())
+        .collect();
+    for key in matching {
+        headers.remove(&key);
     }
 }
 
+/// Replaces every value of `name`, which takes the case given; no values removes the header.
+pub(crate) fn set_header(headers: &mut Headers, name: &str, values: Vec<String>) {
+    clear_header(headers, name);
+    for value in values {
+        headers.append(name, value);
+    }
+}
+
+/// Adds `values` to `name`; a header already there keeps its name's case.
 pub(crate) fn add_header(headers: &mut Headers, name: &str, values: Vec<String>) {
     let wanted = lookup_key(name);
-    match headers
-        .iter_mut()
+    let existing = headers
+        .iter()
         .find(|(key, _)| lookup_key(key) == wanted)
-    {
-        Some((_, existing)) => existing.extend(values),
-        None if !values.is_empty() => {
-            headers.insert(name.to_ascii_lowercase(), values);
-        }
-        None => {}
+        .map(|(key, _)| key.to_string());
+    let name = existing.as_deref().unwrap_or(name);
+    for value in values {
+        headers.append(name, value);
     }
 }
 
 /// At most `max` header lines, as `ngx.req.get_headers(max)` truncates.
 pub(crate) fn first_lines(headers: &Headers, max: usize) -> Headers {
-    let mut left = max;
-    let mut kept = Headers::new();
-    for (name, values) in headers {
-        if left == 0 {
-            break;
-        }
-        let take = values.len().min(left);
-        left -= take;
-        kept.insert(name.clone(), values[..take].to_vec());
-    }
-    kept
+    headers
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |value| (name, value.as_str())))
+        .take(max)
+        .collect()
 }
 
-/// A multi-map result after Kong's fix-up (protocol.md §11.1): a map of arrays, an empty one a map.
+/// A multi-map result after Kong's fix-up (protocol.md §11.1): a map of arrays, an empty one a
+/// map. nginx's `get_headers` lower-cases the names.
 pub(crate) fn multi_map(headers: &Headers) -> Value {
     Value::Map(
         headers
             .iter()
             .map(|(name, values)| {
                 let values = values.iter().map(|v| Value::from(v.as_str())).collect();
-                (Value::from(name.as_str()), Value::Array(values))
+                (Value::from(name.to_ascii_lowercase()), Value::Array(values))
             })
             .collect(),
     )
@@ -88,11 +89,11 @@ pub(crate) fn headers_json(headers: &Headers) -> serde_json::Value {
     headers
         .iter()
         .map(|(name, values)| {
-            let value = match values.as_slice() {
+            let value = match values {
                 [one] => serde_json::Value::from(one.as_str()),
                 many => serde_json::Value::from(many.to_vec()),
             };
-            (name.clone(), value)
+            (name.to_ascii_lowercase(), value)
         })
         .collect::<serde_json::Map<_, _>>()
         .into()

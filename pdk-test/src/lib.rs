@@ -60,6 +60,15 @@
 //!
 //! # What the in-memory Kong does
 //!
+//! * **Config.** [`PluginTest::new`] takes the config JSON as entered in Kong: a field the
+//!   schema lacks is refused in the words of Kong's Admin API (`invalid config: field
+//!   `extra`: unknown field`), defaults are filled in, constraints checked.
+//! * **Chains.** [`PluginChain`] runs plugins from several crates over one request in Kong's
+//!   order (phase by phase, by priority within a phase), sharing the request,
+//!   `kong.ctx.shared` and the consumer; [`Outcome::handlers`] says who ran when. Plugin crates
+//!   link into one test binary because a build with this harness leaves out their `.so`
+//!   export: build the `.so` you install with `cargo build`, where the harness, a
+//!   dev-dependency, is not linked.
 //! * **Phases.** [`PluginTest::run`] runs the phases the plugin implements in Kong's order:
 //!   `certificate` (TLS only), `rewrite`, `access`, the proxying, `response`, `log`; for
 //!   [`TestRequest::stream`], `certificate` (tls), `preread`, `log`. A function called in a
@@ -71,8 +80,11 @@
 //!   in Kong; the path and scheme for the service are separate. The request sent upstream
 //!   ([`Outcome::upstream_request`]) carries the `Host` Kong would send (service host,
 //!   `preserve_host`, or a `host` header a plugin set) and Kong's `X-Forwarded-*` headers.
-//! * **Responses.** `kong.response.set_header` and friends before proxying are applied over the
-//!   service's headers; in the `response` phase they change the response the service gave.
+//! * **Responses.** Headers `kong.response.set_header` and friends set before proxying go to
+//!   the client with the service's: a name both send goes out twice, the plugin's value first
+//!   (`Content-Type` and `Content-Length`: the service's only), as nginx sends them; with
+//!   buffered proxying (a `response` handler) the service's value replaces the plugin's. In the
+//!   `response` phase they change the response the service gave.
 //!   `kong.response.exit`/`error` answer the client (JSON bodies, Kong's error templates and
 //!   `Accept` negotiation, `Content-Length`), end the phase's event (later calls fail with
 //!   [`ErrorKind::EventEnded`](kong_rust_pdk::ErrorKind::EventEnded), as with the host) and skip the
@@ -105,20 +117,19 @@ mod state;
 
 pub use kong_rust_pdk::abi::Phase;
 
-/// Header lines as the in-memory Kong holds them and an [`Outcome`] reports them: lower-case
-/// names to their values, in order (the typed PDK's [`Headers`](kong_rust_pdk::pdk::Headers)
-/// is what a plugin sees).
-pub type HeaderLines = std::collections::BTreeMap<String, Vec<String>>;
+/// Header names keep the case the plugin (or the test request) gave and compare
+/// case-insensitively: the PDK's own type, in the harness's outcome too.
+pub use kong_rust_pdk::pdk::Headers;
 pub use outcome::{
-    ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
-    UpstreamRequest,
+    ClientResponse, Exit, Failure, FailureKind, Handler, LogLevel, LogLine, Outcome, PdkCall,
+    Source, UpstreamRequest,
 };
 pub use request::{
     TestRequest, UpstreamResponse, NODE_ID, PLUGIN_ID, REQUEST_ID, ROUTE_ID, SERVICE_ID,
     WORKSPACE_ID,
 };
 pub use rmpv::Value;
-pub use run::PluginTest;
+pub use run::{PluginChain, PluginTest};
 
 /// The names of the PDK functions the in-memory Kong answers that an external plugin can use:
 /// Kong's catalogue of PDK functions less the functions that need the body_filter phase or

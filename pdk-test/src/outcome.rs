@@ -1,18 +1,21 @@
 //! What a run produced, for tests to assert on.
 
 use super::http;
-use crate::HeaderLines as Headers;
+use kong_rust_pdk::pdk::Headers;
 pub use kong_rust_pdk::pdk::Source;
 use kong_rust_pdk::{abi::Phase, Error, ErrorKind};
 use rmpv::Value;
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 
-/// Everything observable about one request run through the plugin.
+/// Everything observable about one request run through the plugin (or the chain).
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The phases the plugin ran in, in order.
+    /// The phases in which a handler ran, in order.
     pub phases: Vec<Phase>,
+    /// Every handler that ran, in order: for a [`PluginChain`](crate::PluginChain), Kong's order
+    /// (phase by phase, by priority within a phase).
+    pub handlers: Vec<Handler>,
     /// The request Kong sent to the service; `None` when it never got that far (an exit, an
     /// error, a route without a service).
     pub upstream_request: Option<UpstreamRequest>,
@@ -57,9 +60,16 @@ impl Outcome {
         self.calls.iter().filter(|c| c.method == method).collect()
     }
 
-    /// Whether the plugin ran in `phase`.
+    /// Whether a handler ran in `phase`.
     pub fn ran(&self, phase: Phase) -> bool {
         self.phases.contains(&phase)
+    }
+
+    /// Whether plugin `name`'s handler for `phase` ran.
+    pub fn ran_plugin(&self, name: &str, phase: Phase) -> bool {
+        self.handlers
+            .iter()
+            .any(|handler| handler.plugin == name && handler.phase == phase)
     }
 
     /// The failures of `phase`.
@@ -73,7 +83,7 @@ impl Outcome {
 pub struct ClientResponse {
     /// The HTTP status.
     pub status: u16,
-    /// Lower-case names.
+    /// Names in the case given (by the plugin, the service or Kong).
     pub headers: Headers,
     /// The body as sent.
     pub body: Vec<u8>,
@@ -97,7 +107,8 @@ pub struct UpstreamRequest {
     pub path: String,
     /// The raw query string, without `?`.
     pub query: String,
-    /// Lower-case names, including `host` and Kong's `x-forwarded-*`/`x-real-ip`.
+    /// Names in the case given (by the client or the plugin), including `host` and Kong's
+    /// `x-forwarded-*`/`x-real-ip`.
     pub headers: Headers,
     /// The body Kong sends.
     pub body: Vec<u8>,
@@ -148,9 +159,20 @@ macro_rules! message_helpers {
 
 message_helpers!(ClientResponse, UpstreamRequest);
 
+/// One handler run: plugin `plugin`'s handler for `phase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handler {
+    /// The plugin's name.
+    pub plugin: &'static str,
+    /// The phase it ran.
+    pub phase: Phase,
+}
+
 /// A `kong.response.exit`/`error` that ended the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
+    /// The plugin whose handler it was.
+    pub plugin: &'static str,
     /// The phase it was called in.
     pub phase: Phase,
     /// `kong.response.exit` or `kong.response.error`.
@@ -183,6 +205,8 @@ pub enum LogLevel {
 /// One `kong.log.*` line: Kong's `tostring` of every argument, concatenated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
+    /// The plugin that logged it.
+    pub plugin: &'static str,
     /// The phase it was logged in.
     pub phase: Phase,
     /// Its level.
@@ -194,6 +218,8 @@ pub struct LogLine {
 /// One PDK call: the arguments as the plugin sent them and what it got back.
 #[derive(Debug, Clone)]
 pub struct PdkCall {
+    /// The plugin that made it.
+    pub plugin: &'static str,
     /// The phase it was made in.
     pub phase: Phase,
     /// The PDK function, `kong.request.get_header`.
@@ -207,6 +233,8 @@ pub struct PdkCall {
 /// A phase that went wrong.
 #[derive(Debug, Clone)]
 pub struct Failure {
+    /// The plugin whose handler failed.
+    pub plugin: &'static str,
     /// The phase that failed.
     pub phase: Phase,
     /// How it failed.

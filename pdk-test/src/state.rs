@@ -2,13 +2,14 @@
 
 use super::{
     http, lua,
+    outcome::Handler,
     outcome::{
         ClientResponse, Exit, Failure, FailureKind, LogLevel, LogLine, Outcome, PdkCall, Source,
         UpstreamRequest,
     },
-    request::{Subsystem, TestRequest},
+    request::{Subsystem, TestRequest, PLUGIN_ID},
 };
-use crate::HeaderLines as Headers;
+use kong_rust_pdk::pdk::Headers;
 use kong_rust_pdk::{
     abi::{Phase, KONG_500_MESSAGE},
     Error, ErrorKind,
@@ -22,6 +23,9 @@ use std::{
 
 pub(crate) struct State {
     pub(crate) req: TestRequest,
+    /// The plugin whose handler runs (or ran last), and its id (`kong.plugin.get_id`).
+    pub(crate) plugin: &'static str,
+    pub(crate) plugin_id: String,
     pub(crate) phase: Phase,
     /// Set when the current event is over: every later call in the phase fails with it.
     pub(crate) ended: Option<String>,
@@ -36,7 +40,7 @@ pub(crate) struct State {
     pub(crate) upstream: Upstream,
     pub(crate) service_response: ClientResponse,
     pub(crate) response: ClientResponse,
-    /// Response header changes made before the service answered, replayed over its headers.
+    /// Response header changes made before the service answered, merged with its headers.
     pub(crate) pending: Vec<HeaderOp>,
     pub(crate) sent: Option<UpstreamRequest>,
     pub(crate) consumer: Option<Value>,
@@ -53,7 +57,7 @@ pub(crate) struct State {
     pub(crate) logs: Vec<LogLine>,
     pub(crate) calls: Vec<PdkCall>,
     pub(crate) failures: Vec<Failure>,
-    pub(crate) phases: Vec<Phase>,
+    pub(crate) handlers: Vec<Handler>,
 }
 
 /// How the request to the service is shaped (`kong.service.*`, `kong.service.request.*`).
@@ -165,6 +169,8 @@ impl State {
                 .map_or(0, |d| d.as_millis() as u64)
         });
         State {
+            plugin: "",
+            plugin_id: PLUGIN_ID.to_string(),
             phase: Phase::Certificate,
             ended: None,
             answered: false,
@@ -196,7 +202,7 @@ impl State {
             logs: Vec::new(),
             calls: Vec::new(),
             failures: Vec::new(),
-            phases: Vec::new(),
+            handlers: Vec::new(),
             req,
         }
     }
@@ -209,11 +215,13 @@ impl State {
         self.sent.is_some()
     }
 
-    /// A new event: the plugin's handler for `phase` starts.
-    pub(crate) fn begin(&mut self, phase: Phase) {
+    /// A new event: `plugin`'s handler for `phase` starts.
+    pub(crate) fn begin(&mut self, plugin: &'static str, plugin_id: &str, phase: Phase) {
+        self.plugin = plugin;
+        plugin_id.clone_into(&mut self.plugin_id);
         self.phase = phase;
         self.ended = None;
-        self.phases.push(phase);
+        self.handlers.push(Handler { plugin, phase });
     }
 
     /// The handler of the current phase returned `result` (`Err(message)` for a panic).
@@ -225,6 +233,7 @@ impl State {
             Err(panic) => (FailureKind::Panicked, panic),
         };
         self.failures.push(Failure {
+            plugin: self.plugin,
             phase: self.phase,
             kind,
             message,
@@ -234,6 +243,7 @@ impl State {
         if self.ended.is_none() && self.phase.can_answer_client() {
             self.respond(500, unexpected_body(), Vec::new(), Source::Exit);
             self.exit = Some(Exit {
+                plugin: self.plugin,
                 phase: self.phase,
                 method: "kong.response.exit".into(),
                 status: 500,
@@ -250,6 +260,7 @@ impl State {
             "Kong raised an error in {method} and abandoned the event"
         ));
         self.failures.push(Failure {
+            plugin: self.plugin,
             phase: self.phase,
             kind: FailureKind::Kong,
             message: message.clone(),
@@ -262,6 +273,7 @@ impl State {
 
     pub(crate) fn log(&mut self, level: LogLevel, message: String) {
         self.logs.push(LogLine {
+            plugin: self.plugin,
             phase: self.phase,
             level,
             message,
@@ -269,7 +281,7 @@ impl State {
     }
 
     /// A change to the client response's headers; before the service answered, it is also
-    /// kept to be replayed over the service's headers.
+    /// kept to be merged with the service's headers.
     pub(crate) fn change_response_header(&mut self, op: HeaderOp) {
         op.apply(&mut self.response.headers);
         if !self.proxied() {
@@ -373,9 +385,34 @@ impl State {
             buffered: self.upstream.buffered,
         });
         self.response = self.service_response.clone();
+        self.response.headers = self.merge_service_headers();
+    }
+
+    /// The client's headers once the service answered, from the changes plugins made before
+    /// and the service's headers. Unbuffered, nginx sends the headers set before proxying and
+    /// then the service's: a name in both goes out twice, the plugin's value first, except
+    /// `Content-Type` and `Content-Length`, of which nginx keeps the service's; a header cleared
+    /// before proxying is not removed from the service's. Buffered, Kong sets the service's
+    /// headers over those (`kong.response.set_headers` in `Kong.response`), so the service's
+    /// value wins for a name in both. (Unbuffered: measured with nginx and its lua module; Kong
+    /// runs no `header_filter` for external plugins, so adds nothing to it.)
+    fn merge_service_headers(&mut self) -> Headers {
+        let mut headers = Headers::new();
         for op in std::mem::take(&mut self.pending) {
-            op.apply(&mut self.response.headers);
+            op.apply(&mut headers);
         }
+        for (name, values) in self.service_response.headers.iter() {
+            let replaces = self.upstream.buffered
+                || ["content-type", "content-length"]
+                    .iter()
+                    .any(|single| http::same_name(name, single));
+            if replaces {
+                http::set_header(&mut headers, name, values.to_vec());
+            } else {
+                http::add_header(&mut headers, name, values.to_vec());
+            }
+        }
+        headers
     }
 
     /// The response phase needs the whole response: Kong proxies buffered.
@@ -472,8 +509,11 @@ impl State {
     }
 
     pub(crate) fn into_outcome(self) -> Outcome {
+        let mut phases: Vec<Phase> = self.handlers.iter().map(|handler| handler.phase).collect();
+        phases.dedup();
         Outcome {
-            phases: self.phases,
+            phases,
+            handlers: self.handlers,
             upstream_request: self.sent,
             response: self.response,
             exit: self.exit,

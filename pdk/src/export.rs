@@ -160,3 +160,46 @@ fn install_panic_hook() {
         }));
     });
 }
+
+/// The `.so` export `#[plugin]` writes: the abi_stable library header the host looks up by name
+/// (what `#[export_root_module]` generates, written out so plugin crates need no direct
+/// abi_stable dependency).
+///
+/// The name is the same in every plugin crate, so two plugin crates linked into one test binary
+/// would define it twice. A build that links the harness (`kong-rust-pdk-test` turns on the
+/// `test-harness` feature) is such a build, and has no use for the export: there this expands to
+/// nothing. `cargo build` of a plugin crate, where the harness is only a dev-dependency, exports
+/// it.
+#[cfg(not(feature = "test-harness"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_library_header {
+    ($header:ident, $plugin:ty) => {
+        #[doc(hidden)]
+        #[unsafe(no_mangle)]
+        pub static $header: $crate::__private::abi_stable::library::LibHeader = {
+            extern "C" fn erased_root_module(
+            ) -> $crate::__private::abi_stable::library::RootModuleResult {
+                $crate::__private::abi_stable::library::__call_root_module_loader(
+                    $crate::__private::root_module::<$plugin>,
+                )
+            }
+            unsafe {
+                $crate::__private::abi_stable::library::LibHeader::from_constructor::<
+                    $crate::__private::abi::PluginModRef,
+                >(
+                    erased_root_module,
+                    $crate::__private::abi_stable::library::CheckTypeLayout::Yes,
+                )
+            }
+        };
+    };
+}
+
+/// In a build that links the harness: no `.so` export (see above).
+#[cfg(feature = "test-harness")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_library_header {
+    ($header:ident, $plugin:ty) => {};
+}

@@ -35,6 +35,13 @@
 //! # fn main() {}
 //! ```
 //!
+//! What Kong gives external plugins (six phases: no `header_filter` or `body_filter`), how to add
+//! a response header from `access` (a CORS plugin's need), and what an `Err`, a panic or
+//! `kong.response.exit` does in each phase: the [`Plugin`] trait's documentation. This
+//! documentation is `cargo doc --open` in a plugin crate (`cargo doc --open -p kong-rust-pdk -p
+//! kong-rust-pdk-test` in a clone of kong-rust-host); `kong-rust-host new NAME` writes a plugin
+//! crate to start from.
+//!
 //! Layout: [`pdk`] is the typed PDK, [`schema`] the config-to-Kong-schema mapping. Two crates
 //! sit beside this one: `kong-rust-abi` ([`abi`], re-exported), the stable ABI shared with the
 //! host, whose version alone decides which hosts load a plugin (authors never touch it), and
@@ -75,6 +82,7 @@ pub mod __private {
     pub use crate::export::{root_module, Exported};
     pub use abi_stable;
     pub use kong_rust_abi as abi;
+    pub use kong_rust_schema::check_entered_fields;
     pub use kong_rust_schema::decode as decode_config;
     pub use kong_rust_schema::{field, record};
     pub use serde_json;

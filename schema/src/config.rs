@@ -35,6 +35,30 @@ pub fn decode<C: DeserializeOwned + Schema>(json: &str) -> Result<C, String> {
         .map_err(|invalid| format!("invalid config: {invalid}"))
 }
 
+/// Refuses a config a plugin author enters with a top-level field its schema lacks, in the words
+/// of Kong's Admin API (`validation_errors.UNKNOWN` in Kong's `kong/db/schema/init.lua`):
+/// `invalid config: field `extra`: unknown field`. [`decode`] drops such fields instead, as the
+/// host must for the keys Kong adds to what it sends (`kong_added`); nested records are refused
+/// by `decode` itself.
+pub fn check_entered_fields<C: Schema>(json: &str, kong_added: &[&str]) -> Result<(), String> {
+    let schema = C::schema();
+    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(json) else {
+        // Not an object: `decode` says what is wrong with it.
+        return Ok(());
+    };
+    let unknown = object.keys().find(|key| {
+        !kong_added.contains(&key.as_str())
+            && !record_fields(&schema).any(|(name, _)| name == key.as_str())
+    });
+    match unknown {
+        Some(key) if schema["type"] == "record" => Err(format!(
+            "invalid config: {}",
+            Invalid::new(UNKNOWN).within(key)
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The `(name, definition)` pairs of a record definition's `fields`.
 fn record_fields(definition: &Value) -> impl Iterator<Item = (&str, &Value)> {
     definition["fields"]
@@ -162,6 +186,7 @@ impl fmt::Display for Invalid {
 }
 
 const REQUIRED: &str = "required field missing";
+const UNKNOWN: &str = "unknown field";
 
 /// Validates a (non-null) value against a field definition the way Kong's
 /// `Schema:validate_field` does: the type, then each constraint in Kong's order. Kong's own
@@ -239,7 +264,7 @@ fn validate_record(definition: &Value, object: &Map<String, Value>) -> Result<()
         .keys()
         .find(|key| !record_fields(definition).any(|(name, _)| name == key.as_str()))
     {
-        return Err(Invalid::new("unknown field").within(unknown));
+        return Err(Invalid::new(UNKNOWN).within(unknown));
     }
     for (name, field) in record_fields(definition) {
         let checked = match object.get(name).filter(|value| !value.is_null()) {

@@ -28,7 +28,7 @@ mod config;
 mod lua_pattern;
 
 use crate::config::validate;
-pub use config::decode;
+pub use config::{check_entered_fields, decode};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 

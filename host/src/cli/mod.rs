@@ -5,6 +5,7 @@ pub mod dedicated;
 mod doctor;
 mod dump;
 mod kong_conf;
+mod new;
 mod plugin_entry;
 mod plugins_dir;
 mod serving;
@@ -75,6 +76,8 @@ enum Command {
     },
     /// Print the kong.conf lines (or KONG_* variables) for every plugin in the plugins dir.
     KongConf(KongConfArgs),
+    /// Write a new plugin crate: a typed config, one phase, a harness test.
+    New(new::NewArgs),
     /// Wait until every plugin socket in the socket dir accepts and answers; exit 1 naming the
     /// missing ones after --timeout. Run it before Kong starts (systemd, a Kubernetes
     /// startupProbe, an entrypoint): Kong runs a request without a plugin it cannot reach.
@@ -154,6 +157,7 @@ pub fn main() -> ExitCode {
             plugins_dir,
         } => dump::run(name.as_deref(), &plugins_dir),
         Command::KongConf(args) => kong_conf::run(args),
+        Command::New(args) => new::run(args),
         Command::WaitReady {
             socket_dir,
             timeout,

@@ -11,7 +11,7 @@ mod service;
 mod support;
 
 use super::{http, lua, outcome::PdkCall, state::State};
-use crate::HeaderLines as Headers;
+use kong_rust_pdk::pdk::Headers;
 use kong_rust_pdk::{pdk::Call, Error, ErrorKind, Result};
 use rmpv::Value;
 use std::{cell::RefCell, ops::RangeInclusive};
@@ -54,8 +54,9 @@ impl Call for MockKong {
                 )),
             ),
         };
-        let phase = state.phase;
+        let (plugin, phase) = (state.plugin, state.phase);
         state.calls.push(PdkCall {
+            plugin,
             phase,
             method: method.to_string(),
             args,

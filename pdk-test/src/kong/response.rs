@@ -157,6 +157,7 @@ pub(super) fn error(s: &mut State, a: &Args) -> Answer {
 
 fn record_exit(s: &mut State, method: &str, status: u16) {
     s.exit = Some(Exit {
+        plugin: s.plugin,
         phase: s.phase,
         method: method.to_string(),
         status,

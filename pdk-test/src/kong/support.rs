@@ -5,7 +5,7 @@ use super::{optional, Answer, Args};
 use crate::{
     http, lua,
     outcome::LogLevel,
-    request::{NODE_ID, PLUGIN_ID, REQUEST_ID},
+    request::{NODE_ID, REQUEST_ID},
     state::{SerializeMode, SerializeValue, State},
 };
 use rmpv::Value;
@@ -192,8 +192,8 @@ pub(super) fn hostname(_: &mut State, _: &Args) -> Answer {
     Ok(Value::from("kong-test"))
 }
 
-pub(super) fn plugin_id(_: &mut State, _: &Args) -> Answer {
-    Ok(Value::from(PLUGIN_ID))
+pub(super) fn plugin_id(s: &mut State, _: &Args) -> Answer {
+    Ok(Value::from(s.plugin_id.as_str()))
 }
 
 /// DB-less nodes (what tests model) have no cluster id.

@@ -131,21 +131,7 @@ pub fn expand(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> 
             const PHASES: &'static [#private::abi::Phase] = &[#(#private::abi::Phase::#phases),*];
         }
 
-        /// The abi_stable library header the host looks for (what `#[export_root_module]`
-        /// generates, written out so plugin crates need no direct abi_stable dependency).
-        #[doc(hidden)]
-        #[unsafe(no_mangle)]
-        pub static #header: #private::abi_stable::library::LibHeader = {
-            extern "C" fn erased_root_module() -> #private::abi_stable::library::RootModuleResult {
-                #private::abi_stable::library::__call_root_module_loader(#private::root_module::<#self_ty>)
-            }
-            unsafe {
-                #private::abi_stable::library::LibHeader::from_constructor::<#private::abi::PluginModRef>(
-                    erased_root_module,
-                    #private::abi_stable::library::CheckTypeLayout::Yes,
-                )
-            }
-        };
+        ::kong_rust_pdk::__export_library_header!(#header, #self_ty);
     })
 }
 

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 
 /// HTTP headers as Kong's PDK returns and takes them: every name maps to all its values, in
 /// order. Names are case-insensitive, as in HTTP: `get("Content-Type")` and
-/// `get("content-type")` are the same header, and iteration yields lower-case names (what Kong
-/// returns).
+/// `get("content-type")` are the same header. A name keeps the case it was given (Kong sends
+/// `X-Reason` to the client as `X-Reason`); what Kong returns (`get_headers`) is lower-case.
+/// Iteration is by name, case-insensitively ordered; two `Headers` are equal when they hold the
+/// same values under the same names, whatever their case.
 ///
 /// ```
 /// use kong_rust_pdk::prelude::*;
@@ -18,12 +20,13 @@ use std::collections::BTreeMap;
 /// assert_eq!(headers.get_all("accept"), ["text/html", "application/json"]);
 /// assert_eq!(headers.get_all("x-missing"), [] as [String; 0]);
 /// let names: Vec<&str> = headers.iter().map(|(name, _)| name).collect();
-/// assert_eq!(names, ["accept", "x-id"]);
+/// assert_eq!(names, ["Accept", "X-Id"]);
+/// assert_eq!(headers, Headers::from([("accept", "text/html"), ("ACCEPT", "application/json"), ("x-id", "7")]));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Eq)]
 pub struct Headers {
-    /// Lower-case name to values.
-    map: BTreeMap<String, Vec<String>>,
+    /// Lower-case name to the name as given and the values.
+    map: BTreeMap<String, (String, Vec<String>)>,
 }
 
 impl Headers {
@@ -41,7 +44,7 @@ impl Headers {
     pub fn get_all(&self, name: &str) -> &[String] {
         self.map
             .get(&name.to_ascii_lowercase())
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], |(_, values)| values.as_slice())
     }
 
     /// Whether header `name` is present.
@@ -49,29 +52,36 @@ impl Headers {
         self.map.contains_key(&name.to_ascii_lowercase())
     }
 
-    /// Sets header `name` to `value` alone, replacing any values it had.
+    /// Sets header `name` to `value` alone, replacing any values it had; the header takes the
+    /// case of `name`.
     pub fn insert(&mut self, name: &str, value: impl Into<String>) {
-        self.map
-            .insert(name.to_ascii_lowercase(), vec![value.into()]);
+        self.map.insert(
+            name.to_ascii_lowercase(),
+            (name.to_string(), vec![value.into()]),
+        );
     }
 
-    /// Adds `value` to header `name`, after any values it has.
+    /// Adds `value` to header `name`, after any values it has; a header already present keeps
+    /// the case it had.
     pub fn append(&mut self, name: &str, value: impl Into<String>) {
         self.map
             .entry(name.to_ascii_lowercase())
-            .or_default()
+            .or_insert_with(|| (name.to_string(), Vec::new()))
+            .1
             .push(value.into());
     }
 
     /// Removes header `name`, returning its values.
     pub fn remove(&mut self, name: &str) -> Option<Vec<String>> {
-        self.map.remove(&name.to_ascii_lowercase())
+        self.map
+            .remove(&name.to_ascii_lowercase())
+            .map(|(_, values)| values)
     }
 
-    /// Each header: its lower-case name and its values, by name.
+    /// Each header: its name, in the case it was given, and its values.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[String])> {
         self.map
-            .iter()
+            .values()
             .map(|(name, values)| (name.as_str(), values.as_slice()))
     }
 
@@ -83,6 +93,18 @@ impl Headers {
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// The same headers with the same values, names compared case-insensitively.
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.map.len() == other.map.len()
+            && self
+                .map
+                .iter()
+                .zip(&other.map)
+                .all(|((a, (_, a_values)), (b, (_, b_values)))| a == b && a_values == b_values)
     }
 }
 

@@ -37,10 +37,27 @@ pub fn workspace_root() -> PathBuf {
         .expect("workspace root")
 }
 
+/// Cargo's target directory, as cargo resolves it (`CARGO_TARGET_DIR`, a `.cargo/config.toml`
+/// `build.target-dir`, or `target/`), asked once.
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    static TARGET: OnceLock<PathBuf> = OnceLock::new();
+    TARGET
+        .get_or_init(|| {
+            let output = Command::new(env!("CARGO"))
+                .args(["metadata", "--format-version", "1", "--no-deps"])
+                .current_dir(workspace_root())
+                .output()
+                .expect("run cargo metadata");
+            assert!(output.status.success(), "cargo metadata failed");
+            let metadata: serde_json::Value =
+                serde_json::from_slice(&output.stdout).expect("cargo metadata's JSON");
+            PathBuf::from(
+                metadata["target_directory"]
+                    .as_str()
+                    .expect("cargo metadata names target_directory"),
+            )
+        })
+        .clone()
 }
 
 fn cargo_build(args: &[&str]) {
@@ -399,4 +416,55 @@ pub async fn start_instance(
 /// that started it.
 pub async fn hello_instance(host: &Host) -> (kong_driver::KongClient, i64) {
     start_instance(host, "rust-hello", r#"{"message":"hi"}"#).await
+}
+
+/// The files a Markdown document spells out: each fenced block right after a
+/// `<!-- file: PATH -->` line, as (PATH, text).
+pub fn marked_files(markdown: &str) -> Vec<(String, String)> {
+    marked_blocks(markdown, "<!-- file: ")
+}
+
+/// Each fenced block right after a line `<!-- {marker}LABEL -->`, as (LABEL, text).
+pub fn marked_blocks(markdown: &str, marker: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut lines = markdown.lines();
+    while let Some(line) = lines.next() {
+        let Some(label) = line
+            .strip_prefix(marker)
+            .and_then(|rest| rest.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().expect("a fenced block after the marker");
+        assert!(
+            fence.starts_with("```"),
+            "{label}: expected a fence, got {fence:?}"
+        );
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        blocks.push((label.to_string(), body.join("\n") + "\n"));
+    }
+    blocks
+}
+
+/// Writes `files` as a crate at `dir` (beside a `kong-rust-host` symlink to this workspace, so
+/// `path = "../kong-rust-host/pdk"` resolves), with this workspace's `Cargo.lock` so the build
+/// reuses what is compiled; returns the cargo arguments that build it into the shared target.
+pub fn write_crate(dir: &Path, files: &[(String, String)]) -> Vec<String> {
+    let beside = dir.parent().expect("a crate dir in a work dir");
+    let link = beside.join("kong-rust-host");
+    if !link.exists() {
+        std::os::unix::fs::symlink(workspace_root(), &link).expect("link the workspace");
+    }
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    std::fs::copy(workspace_root().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    vec![
+        "--manifest-path".into(),
+        dir.join("Cargo.toml").to_str().unwrap().into(),
+        "--target-dir".into(),
+        target_dir().to_str().unwrap().into(),
+    ]
 }

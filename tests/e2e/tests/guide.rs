@@ -1,35 +1,19 @@
-//! docs/plugin-guide.md followed as a new author would: its files written into a new crate
-//! beside a clone of this repository, that crate's own tests run, its `.so` served by the host.
+//! docs/plugin-guide.md followed as a new author would: `kong-rust-host new`, the guide's files
+//! written over what it wrote, that crate's own tests run, its `.so` served by the host.
 
-use e2e::{cargo, start_instance, target_dir, workspace_root, Setup, TempDir};
+use e2e::{
+    cargo, marked_blocks, marked_files, run_host, start_instance, target_dir, workspace_root,
+    write_crate, Setup, TempDir,
+};
 use kong_driver::{run_event, EventEnd, SimRequest};
 
-/// The guide's files: each fenced block right after a `<!-- file: PATH -->` line.
-fn guide_files(guide: &str) -> Vec<(String, String)> {
-    let mut files = Vec::new();
-    let mut lines = guide.lines();
-    while let Some(line) = lines.next() {
-        let Some(path) = line
-            .strip_prefix("<!-- file: ")
-            .and_then(|rest| rest.strip_suffix(" -->"))
-        else {
-            continue;
-        };
-        let fence = lines.next().expect("a fenced block after the file marker");
-        assert!(
-            fence.starts_with("```"),
-            "{path}: expected a fence, got {fence:?}"
-        );
-        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
-        files.push((path.to_string(), body.join("\n") + "\n"));
-    }
-    files
-}
+/// Where the guide's `Cargo.toml` says the clone is.
+const GUIDE_CLONE: &str = "/home/you/kong-rust-host";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_guide_builds_a_plugin_the_host_serves() {
     let guide = std::fs::read_to_string(workspace_root().join("docs/plugin-guide.md")).unwrap();
-    let files = guide_files(&guide);
+    let files = marked_files(&guide);
     let rust_files = files
         .iter()
         .filter(|(path, _)| path.ends_with(".rs"))
@@ -41,29 +25,28 @@ async fn the_guide_builds_a_plugin_the_host_serves() {
     );
 
     let work = TempDir::new("guide");
-    std::os::unix::fs::symlink(workspace_root(), work.path().join("kong-rust-host")).unwrap();
     let krate = work.path().join("my-greeting");
-    for (path, text) in &files {
-        let path = krate.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    // The workspace's versions, so the build reuses what is already compiled.
-    std::fs::copy(
-        workspace_root().join("Cargo.lock"),
-        krate.join("Cargo.lock"),
-    )
-    .unwrap();
-    let manifest = krate.join("Cargo.toml");
-    let target = target_dir();
-    let crate_args = [
-        "--manifest-path",
-        manifest.to_str().unwrap(),
-        "--target-dir",
-        target.to_str().unwrap(),
-    ];
+    let (status, _, stderr) = run_host(&[
+        "new",
+        "my-greeting",
+        krate.to_str().unwrap(),
+        "--pdk-repo",
+        workspace_root().to_str().unwrap(),
+    ]);
+    assert!(status.success(), "{stderr}");
+    // The Cargo.toml the guide shows is the one `new` writes.
+    let written = marked_blocks(&guide, "<!-- written by: ");
+    assert_eq!(written.len(), 1, "one block written by kong-rust-host new");
+    let manifest = std::fs::read_to_string(krate.join("Cargo.toml"))
+        .unwrap()
+        .replace(workspace_root().to_str().unwrap(), GUIDE_CLONE);
+    assert_eq!(manifest, written[0].1);
+
+    let crate_args = write_crate(&krate, &files);
+    let crate_args: Vec<&str> = crate_args.iter().map(String::as_str).collect();
     cargo("test", &crate_args);
     cargo("build", &crate_args);
+    let target = target_dir();
 
     let library = target.join("debug/libmy_greeting.so");
     let setup = Setup::new(&[(&library, "libmy_greeting.so")]);
