@@ -55,7 +55,7 @@ struct DedicatedCli {
 }
 
 /// Go-style single-dash long flags, which Kong's defaults and Go plugin servers use.
-const SINGLE_DASH: [&str; 3] = ["-dump", "-kong-prefix", "-help"];
+const SINGLE_DASH: [&str; 4] = ["-dump", "-kong-prefix", "-follow-parent", "-help"];
 
 /// Runs the dedicated server of the plugin whose root module is `module` (the plugin crate
 /// passes `kong_rust_pdk::root_module::<ItsPlugin>()`; the host depends on the ABI only):

@@ -5,7 +5,7 @@ use crate::{
     loader,
     runtime::{dispatch, events, executor, ids, instances},
     serve,
-    upgrade::{self, lock},
+    upgrade::{self, lock, standby},
 };
 use tokio::runtime::Handle;
 
@@ -280,6 +280,11 @@ pub(crate) struct ServeOptions {
     /// it exits when it has no event left. Without a running host, start as usual.
     #[arg(long)]
     pub(crate) upgrade: bool,
+    /// Stop when the parent process exits: for a host Kong starts (`start_cmd`), which
+    /// otherwise outlives a dead nginx worker beside the one the next worker starts. Without
+    /// it the host never stops because its parent exited.
+    #[arg(long)]
+    pub(crate) follow_parent: bool,
 }
 
 fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
@@ -356,55 +361,68 @@ pub(crate) struct Serving {
     lock: lock::ServingLock,
     /// What the host serving the dir handed over (`--upgrade`).
     upgrade: Option<upgrade::Incoming>,
+    /// The listening sockets a host that died passed to this process while it stood by.
+    held: HashMap<String, std::os::fd::OwnedFd>,
 }
 
-/// Takes the socket dir: from the host serving it (`--upgrade`), or by its lock, standing by
-/// while another process holds it. Plugins are loaded before an upgrade (the old host serves
-/// meanwhile) and after a standby (it picks up the dir as it is when it takes over).
+/// Takes the socket dir: from the host serving it (`--upgrade`, or a standby it asks to take
+/// over), or by its lock, standing by while another process holds it. Plugins are loaded before
+/// an upgrade (the old host serves meanwhile) and after a standby (it picks up the dir as it is
+/// when it takes over).
 pub(crate) fn start_serving(
     options: &ServeOptions,
     server: &str,
     load: impl FnOnce() -> Result<Vec<loader::LoadedPlugin>, String>,
 ) -> Result<(Serving, Vec<loader::LoadedPlugin>), String> {
     let dir = &options.socket_dir;
-    let lock = || {
-        lock::acquire(dir, server)
-            .map_err(|error| format!("cannot lock socket dir {}: {error}", dir.display()))
+    let mut load = Some(load);
+    let mut plugins = None;
+    let mut load_once = |plugins: &mut Option<Vec<loader::LoadedPlugin>>| match plugins.take() {
+        Some(loaded) => Ok(loaded),
+        None => load.take().expect("loaded once")(),
     };
-    if !options.upgrade {
-        let lock = lock()?;
-        let plugins = load()?;
-        let serving = Serving {
-            server: server.into(),
-            lock,
-            upgrade: None,
-        };
-        return Ok((serving, plugins));
-    }
-    let plugins = load()?;
-    let handed_over = upgrade::take_over(dir, server).map_err(|error| {
-        format!(
-            "--upgrade: cannot take over from the host serving {}: {error}",
-            dir.display()
-        )
-    })?;
-    let lock = match &handed_over {
-        Some(incoming) => incoming
-            .lock
-            .try_clone()
-            .and_then(lock::ServingLock::inherit)
-            .map_err(|error| format!("--upgrade: cannot take the serving lock: {error}"))?,
-        None => {
+    let mut take_over_now = options.upgrade;
+    loop {
+        if take_over_now {
+            let loaded = load_once(&mut plugins)?;
+            let handed_over = upgrade::take_over(dir, server).map_err(|error| {
+                format!(
+                    "--upgrade: cannot take over from the host serving {}: {error}",
+                    dir.display()
+                )
+            })?;
+            if let Some(incoming) = handed_over {
+                let lock = incoming
+                    .lock
+                    .try_clone()
+                    .and_then(lock::ServingLock::inherit)
+                    .map_err(|error| format!("--upgrade: cannot take the serving lock: {error}"))?;
+                let serving = Serving {
+                    server: server.into(),
+                    lock,
+                    upgrade: Some(incoming),
+                    held: HashMap::new(),
+                };
+                return Ok((serving, loaded));
+            }
             tracing::info!("--upgrade: no host serves {}: starting", dir.display());
-            lock()?
+            plugins = Some(loaded);
         }
-    };
-    let serving = Serving {
-        server: server.into(),
-        lock,
-        upgrade: handed_over,
-    };
-    Ok((serving, plugins))
+        let standby = standby::stand_by(dir, server)
+            .map_err(|error| format!("cannot lock socket dir {}: {error}", dir.display()))?;
+        match standby {
+            standby::Standby::Serve { lock, listeners } => {
+                let serving = Serving {
+                    server: server.into(),
+                    lock,
+                    upgrade: None,
+                    held: listeners,
+                };
+                return Ok((serving, load_once(&mut plugins)?));
+            }
+            standby::Standby::Succeed => take_over_now = true,
+        }
+    }
 }
 
 /// Serves `plugins` until a signal (one socket each, or all on `single_socket`), holding the
@@ -452,6 +470,7 @@ async fn run_host_on_runtime(
         server: server_name,
         lock,
         upgrade,
+        held,
     } = serving;
     let limits = serve::Limits {
         max_frame_bytes: options.max_frame_bytes,
@@ -465,7 +484,7 @@ async fn run_host_on_runtime(
             Some(incoming.forward),
             incoming.instances,
         ),
-        None => Default::default(),
+        None => (held, None, None, Vec::new()),
     };
     let listeners = bind_sockets(&plugins, single_socket, options, &mut inherited)?;
     let dispatcher = Arc::new(dispatcher(plugins, options));
@@ -484,7 +503,14 @@ async fn run_host_on_runtime(
         .map_err(|error| format!("cannot share the serving lock: {error}"))?;
     let upgrades = upgrade::listen(&control_path)
         .map_err(|error| format!("cannot bind {}: {error}", control_path.display()))?;
-    upgrade::offer(upgrades, Arc::clone(&server), lock_fd, Handle::current());
+    let standbys = Arc::new(standby::Standbys::default());
+    upgrade::offer(
+        upgrades,
+        Arc::clone(&server),
+        lock_fd,
+        Arc::clone(&standbys),
+        Handle::current(),
+    );
     if let Some(addr) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -506,7 +532,8 @@ async fn run_host_on_runtime(
         std::process::id()
     );
     let grace = Duration::from_secs(options.shutdown_grace);
-    let stopped = server.run(listeners, shutdown_signal(), grace).await;
+    let stop = stop_when_asked(options.follow_parent, &standbys, grace);
+    let stopped = server.run(listeners, stop, grace).await;
     if stopped == serve::Stopped::Signal {
         let _ = std::fs::remove_file(&control_path);
     }
@@ -567,29 +594,44 @@ fn dispatcher(plugins: Vec<loader::LoadedPlugin>, options: &ServeOptions) -> dis
     )
 }
 
-/// SIGTERM (what Kong sends), SIGINT, or the parent nginx worker going away: a server orphaned
-/// by a dead worker would otherwise keep running beside the one the new worker starts.
-async fn shutdown_signal() {
+/// Completes when this host is to stop, having logged why. Standing by, a process holds the
+/// sockets: the longest waiting one is asked to take over as `serve --upgrade` does (`run` then
+/// ends handed over, the socket files in place); with none left, the host stops and removes them.
+async fn stop_when_asked(follow_parent: bool, standbys: &standby::Standbys, grace: Duration) {
+    let cause = shutdown_signal(follow_parent).await;
+    while let Some(pid) = standbys.ask_one_to_succeed() {
+        tracing::info!("{cause}: asking the standby pid {pid} to take over");
+        tokio::time::sleep(grace.max(Duration::from_secs(1))).await;
+        tracing::warn!("the standby pid {pid} did not take over in time");
+    }
+    tracing::warn!("{cause}: stopping");
+}
+
+/// Waits for SIGTERM (what Kong sends), SIGINT, or with `follow_parent` the parent process
+/// going away (a host Kong starts follows its nginx worker: one orphaned by a dead worker would
+/// otherwise keep running beside the one the next worker starts); returns the cause.
+async fn shutdown_signal(follow_parent: bool) -> String {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     let orphaned = async {
         let parent = nix::unistd::getppid();
-        if parent == nix::unistd::Pid::from_raw(1) {
-            // Started by init/systemd (or a container's pid 1): there is no worker to outlive.
-            std::future::pending::<()>().await;
+        if !follow_parent || parent == nix::unistd::Pid::from_raw(1) {
+            // Not started by Kong, or by init/systemd (or a container's pid 1): there is no
+            // worker to outlive.
+            return std::future::pending().await;
         }
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             if nix::unistd::getppid() != parent {
-                return;
+                return parent;
             }
         }
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        _ = orphaned => tracing::info!("parent process exited: stopping"),
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+        parent = orphaned => format!("--follow-parent: the parent process {parent} exited"),
     }
 }
 

@@ -1,0 +1,298 @@
+//! A standby with no gap: a second `serve` on a socket dir holds the serving host's listening
+//! sockets (the same open sockets, passed over the control socket), so connections Kong makes
+//! while the serving host dies wait in their shared backlog, and the standby accepts them the
+//! moment the kernel hands it the serving lock. The serving host leaves the socket files in place
+//! for it however it stops, and on SIGTERM asks it to take over as `serve --upgrade` does.
+//!
+//! A serving host of an older build answers a standby's `Standby` by hanging up: the standby then
+//! waits on the lock alone and binds the sockets again when it gets it, as before.
+
+use super::{connect, lock, receive, receive_offer, send, Message};
+use parking_lot::Mutex;
+use std::{
+    collections::HashMap,
+    io,
+    os::{fd::OwnedFd, unix::fs::FileTypeExt, unix::net::UnixStream},
+    path::Path,
+    sync::mpsc,
+    time::Duration,
+};
+
+/// The serving host's side: the processes standing by for it, each on its control connection.
+#[derive(Default)]
+pub struct Standbys {
+    /// (pid, connection), longest waiting first.
+    standing: Mutex<Vec<(u32, UnixStream)>>,
+}
+
+impl Standbys {
+    pub(super) fn add(&self, pid: u32, connection: UnixStream) {
+        tracing::info!("pid {pid} stands by, holding the sockets: they stay in place");
+        self.standing.lock().push((pid, connection));
+    }
+
+    /// Asks the standby that has waited longest, and is still there, to take over now; its pid,
+    /// or `None` when no standby is left.
+    pub fn ask_one_to_succeed(&self) -> Option<u32> {
+        let mut standing = self.standing.lock();
+        while !standing.is_empty() {
+            let (pid, connection) = standing.remove(0);
+            if still_there(&connection) && send(&connection, &Message::Succeed, None).is_ok() {
+                return Some(pid);
+            }
+        }
+        None
+    }
+}
+
+/// Whether the other end of `connection` is still open: a standby sends nothing once it stands
+/// by, so reading would wait, and end of stream means it is gone.
+fn still_there(connection: &UnixStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    match recv(
+        connection.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    ) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(error) => error == nix::errno::Errno::EAGAIN,
+    }
+}
+
+/// How a standby ends.
+pub enum Standby {
+    /// This process holds the serving lock: it serves, on the listening sockets the last serving
+    /// host passed and left in place (the others it binds).
+    Serve {
+        lock: lock::ServingLock,
+        listeners: HashMap<String, OwnedFd>,
+    },
+    /// The serving host is stopping and asks this process to take over as `serve --upgrade`
+    /// does.
+    Succeed,
+}
+
+/// How often a standby that holds no sockets asks the serving host for them again (one that is
+/// starting, or that another standby just replaced).
+const RETRY: Duration = Duration::from_millis(100);
+/// How long the serving host may take to make its offer to a standby.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Takes the socket dir's serving lock for `server`, standing by while another process holds
+/// it; returns at once when the lock is free.
+pub fn stand_by(socket_dir: &Path, server: &str) -> io::Result<Standby> {
+    let taken = match lock::try_acquire(socket_dir, server)? {
+        Ok(lock) => {
+            return Ok(Standby::Serve {
+                lock,
+                listeners: HashMap::new(),
+            })
+        }
+        Err(taken) => taken,
+    };
+    let (events, arrived) = mpsc::channel();
+    let lock_event = events.clone();
+    // The kernel releases the lock however its holder dies; a thread of its own waits for it.
+    std::thread::Builder::new()
+        .name("standby".into())
+        .spawn(move || {
+            let _ = lock_event.send(Event::Lock(taken.wait()));
+        })?;
+    let dir = socket_dir.display();
+    let mut holding = Holding::default();
+    // The registration in force: its reader's number, or none while no host holds us.
+    let mut registered: Option<u64> = None;
+    let mut registrations = 0u64;
+    // A host that cannot pass its sockets (an older build), not asked again.
+    let mut older_host = None;
+    let mut announced = None;
+    let mut attempts = 0u32;
+    loop {
+        if registered.is_none() {
+            let holder = lock::holder(socket_dir, server);
+            if older_host != Some(holder) {
+                match register(socket_dir, server) {
+                    Registration::Holding(held, connection) => {
+                        tracing::info!(
+                            "pid {} serves {dir}: standing by, holding its {} listening sockets",
+                            held.pid,
+                            held.listeners.len()
+                        );
+                        registrations += 1;
+                        registered = Some(registrations);
+                        watch(connection, registrations, events.clone())?;
+                        holding = held;
+                        announced = Some(holding.pid);
+                    }
+                    Registration::OlderHost => {
+                        tracing::info!(
+                            "pid {holder} serves {dir}: standing by to take over if it exits \
+                             (it cannot pass its sockets, an older build: they will be bound again)"
+                        );
+                        older_host = Some(holder);
+                        holding = Holding {
+                            pid: holder,
+                            listeners: HashMap::new(),
+                        };
+                        announced = Some(holder);
+                    }
+                    Registration::NoHost => {
+                        attempts += 1;
+                        // A host starting up answers within a few retries; say so once otherwise.
+                        if attempts == 10 && announced != Some(holder) {
+                            tracing::info!(
+                                "pid {holder} serves {dir} without passing its sockets: standing \
+                                 by to take over if it exits"
+                            );
+                            announced = Some(holder);
+                        }
+                    }
+                }
+            }
+        }
+        let event = match registered {
+            Some(_) => arrived
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            None => arrived.recv_timeout(RETRY),
+        };
+        match event {
+            Ok(Event::Lock(lock)) => {
+                let lock = lock?;
+                let pid = holding.pid;
+                let listeners = holding.still_in_place(socket_dir);
+                let pid = match pid {
+                    0 => String::from("the serving host"),
+                    pid => format!("pid {pid}"),
+                };
+                if listeners.is_empty() {
+                    tracing::info!("{pid} is gone: taking over {dir}, binding its sockets");
+                } else {
+                    tracing::info!(
+                        "{pid} is gone: taking over {dir}, accepting on the {} sockets it passed",
+                        listeners.len()
+                    );
+                }
+                return Ok(Standby::Serve { lock, listeners });
+            }
+            Ok(Event::Succeed) => {
+                tracing::info!("pid {} is stopping: taking over {dir} from it", holding.pid);
+                return Ok(Standby::Succeed);
+            }
+            // Kept: if that host died, these sockets are still the ones in place.
+            Ok(Event::HostGone(registration)) if registered == Some(registration) => {
+                registered = None;
+                attempts = 0;
+            }
+            Ok(Event::HostGone(_)) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                unreachable!("this function holds a sender")
+            }
+        }
+    }
+}
+
+enum Event {
+    /// The serving lock came free and is this process's now.
+    Lock(io::Result<lock::ServingLock>),
+    /// The serving host asks this process to take over.
+    Succeed,
+    /// The connection of registration n ended: its host exited (or handed over to another).
+    HostGone(u64),
+}
+
+/// The serving host's pid and the listening sockets it passed.
+#[derive(Default)]
+struct Holding {
+    pid: u32,
+    listeners: HashMap<String, OwnedFd>,
+}
+
+impl Holding {
+    /// The sockets whose files are still in place: one removed since (a host stopped without
+    /// knowing of this standby) is bound again instead.
+    fn still_in_place(self, socket_dir: &Path) -> HashMap<String, OwnedFd> {
+        self.listeners
+            .into_iter()
+            .filter(|(name, _)| {
+                let path = socket_dir.join(format!("{name}.socket"));
+                let there =
+                    std::fs::symlink_metadata(&path).is_ok_and(|meta| meta.file_type().is_socket());
+                if !there {
+                    tracing::info!("{} was removed: binding it again", path.display());
+                }
+                there
+            })
+            .collect()
+    }
+}
+
+enum Registration {
+    /// The serving host passed its sockets and keeps their files for this standby.
+    Holding(Holding, UnixStream),
+    /// It hung up on `Standby`: a build without standbys that hold the sockets.
+    OlderHost,
+    /// No host answers the control socket (yet, or any more).
+    NoHost,
+}
+
+/// Takes the serving host's offer and stands by instead of taking over.
+fn register(socket_dir: &Path, server: &str) -> Registration {
+    let Ok(Some(control)) = connect(socket_dir, server) else {
+        return Registration::NoHost;
+    };
+    // A host busy with an upgrade, or stopped, answers later or never: ask again instead.
+    if control
+        .set_read_timeout(Some(REGISTRATION_TIMEOUT))
+        .is_err()
+    {
+        return Registration::NoHost;
+    }
+    // The lock's and the forwarding connection's descriptors are dropped here: a standby must
+    // not keep the serving lock's open file, or the lock would outlive its holder.
+    let Ok(offer) = receive_offer(control) else {
+        return Registration::NoHost;
+    };
+    let connection = offer.control.0;
+    let standby = Message::Standby {
+        pid: std::process::id(),
+    };
+    if send(&connection, &standby, None).is_err() {
+        return Registration::OlderHost;
+    }
+    match receive(&connection) {
+        Ok(Some((Message::Standing { pid }, _))) if connection.set_read_timeout(None).is_ok() => {
+            Registration::Holding(
+                Holding {
+                    pid,
+                    listeners: offer.listeners,
+                },
+                connection,
+            )
+        }
+        _ => Registration::OlderHost,
+    }
+}
+
+/// Reads the serving host's word on `connection`, on a thread of its own, until it hangs up.
+fn watch(connection: UnixStream, registration: u64, events: mpsc::Sender<Event>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("standing".into())
+        .spawn(move || loop {
+            match receive(&connection) {
+                Ok(Some((Message::Succeed, _))) => {
+                    let _ = events.send(Event::Succeed);
+                    return;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    let _ = events.send(Event::HostGone(registration));
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
