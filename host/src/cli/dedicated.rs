@@ -88,8 +88,10 @@ pub fn main(module: PluginModRef) -> ExitCode {
     let result = if cli.dump {
         load().map(|plugin| println!("{}", dump::dump(&plugin)))
     } else {
-        cli::start_serving(&cli.options, name, load)
-            .and_then(|(serving, plugin)| cli::run_host(plugin, None, &cli.options, serving))
+        cli::start_serving(&cli.options, name, load).and_then(|started| match started {
+            Some((serving, plugin)) => cli::run_host(plugin, None, &cli.options, serving),
+            None => Ok(()),
+        })
     };
     cli::exit_code(result)
 }

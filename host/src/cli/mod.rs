@@ -5,7 +5,7 @@ use crate::{
     loader,
     runtime::{dispatch, events, executor, ids, instances},
     serve,
-    upgrade::{self, lock, standby},
+    upgrade::{self, lock, parent::FollowedParent, standby},
 };
 use tokio::runtime::Handle;
 
@@ -348,10 +348,13 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
         Ok(plugins)
     };
-    let (serving, plugins) = start_serving(&args.options, "kong-rust-host", || {
+    let started = start_serving(&args.options, "kong-rust-host", || {
         load_plugins(&args.plugins_dir).and_then(only)
     })?;
-    run_host(plugins, args.single_socket, &args.options, serving)
+    match started {
+        Some((serving, plugins)) => run_host(plugins, args.single_socket, &args.options, serving),
+        None => Ok(()),
+    }
 }
 
 /// The right to serve a socket dir, and what the host this one replaces handed over.
@@ -363,17 +366,20 @@ pub(crate) struct Serving {
     upgrade: Option<upgrade::Incoming>,
     /// The listening sockets a host that died passed to this process while it stood by.
     held: HashMap<String, std::os::fd::OwnedFd>,
+    /// `--follow-parent`: the process whose exit stops this host.
+    parent: Option<FollowedParent>,
 }
 
 /// Takes the socket dir: from the host serving it (`--upgrade`, or a standby it asks to take
 /// over), or by its lock, standing by while another process holds it. Plugins are loaded before
 /// an upgrade (the old host serves meanwhile) and after a standby (it picks up the dir as it is
-/// when it takes over).
+/// when it takes over). `None` when it stopped while standing by.
 pub(crate) fn start_serving(
     options: &ServeOptions,
     server: &str,
     load: impl FnOnce() -> Result<Vec<loader::LoadedPlugin>, String>,
-) -> Result<(Serving, Vec<loader::LoadedPlugin>), String> {
+) -> Result<Option<(Serving, Vec<loader::LoadedPlugin>)>, String> {
+    let parent = FollowedParent::at_start(options.follow_parent);
     let dir = &options.socket_dir;
     let mut load = Some(load);
     let mut plugins = None;
@@ -402,13 +408,14 @@ pub(crate) fn start_serving(
                     lock,
                     upgrade: Some(incoming),
                     held: HashMap::new(),
+                    parent,
                 };
-                return Ok((serving, loaded));
+                return Ok(Some((serving, loaded)));
             }
             tracing::info!("--upgrade: no host serves {}: starting", dir.display());
             plugins = Some(loaded);
         }
-        let standby = standby::stand_by(dir, server)
+        let standby = standby::stand_by(dir, server, parent)
             .map_err(|error| format!("cannot lock socket dir {}: {error}", dir.display()))?;
         match standby {
             standby::Standby::Serve { lock, listeners } => {
@@ -417,10 +424,12 @@ pub(crate) fn start_serving(
                     lock,
                     upgrade: None,
                     held: listeners,
+                    parent,
                 };
-                return Ok((serving, load_once(&mut plugins)?));
+                return Ok(Some((serving, load_once(&mut plugins)?)));
             }
             standby::Standby::Succeed => take_over_now = true,
+            standby::Standby::Stopped => return Ok(None),
         }
     }
 }
@@ -471,6 +480,7 @@ async fn run_host_on_runtime(
         lock,
         upgrade,
         held,
+        parent,
     } = serving;
     let limits = serve::Limits {
         max_frame_bytes: options.max_frame_bytes,
@@ -532,7 +542,7 @@ async fn run_host_on_runtime(
         std::process::id()
     );
     let grace = Duration::from_secs(options.shutdown_grace);
-    let stop = stop_when_asked(options.follow_parent, &standbys, grace);
+    let stop = stop_when_asked(parent, &standbys, grace);
     let stopped = server.run(listeners, stop, grace).await;
     if stopped == serve::Stopped::Signal {
         let _ = std::fs::remove_file(&control_path);
@@ -595,43 +605,44 @@ fn dispatcher(plugins: Vec<loader::LoadedPlugin>, options: &ServeOptions) -> dis
 }
 
 /// Completes when this host is to stop, having logged why. Standing by, a process holds the
-/// sockets: the longest waiting one is asked to take over as `serve --upgrade` does (`run` then
-/// ends handed over, the socket files in place); with none left, the host stops and removes them.
-async fn stop_when_asked(follow_parent: bool, standbys: &standby::Standbys, grace: Duration) {
-    let cause = shutdown_signal(follow_parent).await;
-    while let Some(pid) = standbys.ask_one_to_succeed() {
-        tracing::info!("{cause}: asking the standby pid {pid} to take over");
-        tokio::time::sleep(grace.max(Duration::from_secs(1))).await;
-        tracing::warn!("the standby pid {pid} did not take over in time");
-    }
+/// sockets: it is asked to take over as `serve --upgrade` does (`run` then ends handed over, the
+/// socket files in place); with none left, the host stops and removes them.
+async fn stop_when_asked(
+    parent: Option<FollowedParent>,
+    standbys: &standby::Standbys,
+    grace: Duration,
+) {
+    let cause = shutdown_signal(parent).await;
+    standbys
+        .hand_over(&cause, grace.max(Duration::from_secs(1)))
+        .await;
     tracing::warn!("{cause}: stopping");
 }
 
-/// Waits for SIGTERM (what Kong sends), SIGINT, or with `follow_parent` the parent process
-/// going away (a host Kong starts follows its nginx worker: one orphaned by a dead worker would
-/// otherwise keep running beside the one the next worker starts); returns the cause.
-async fn shutdown_signal(follow_parent: bool) -> String {
+/// Waits for SIGTERM (what Kong sends), SIGINT, or the followed parent's exit; returns the
+/// cause.
+async fn shutdown_signal(parent: Option<FollowedParent>) -> String {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    if let Some(signal) = standby::signal_before_serving() {
+        return signal.into();
+    }
     let orphaned = async {
-        let parent = nix::unistd::getppid();
-        if !follow_parent || parent == nix::unistd::Pid::from_raw(1) {
-            // Not started by Kong, or by init/systemd (or a container's pid 1): there is no
-            // worker to outlive.
+        let Some(parent) = parent else {
             return std::future::pending().await;
-        }
+        };
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if nix::unistd::getppid() != parent {
-                return parent;
+            if parent.exited() {
+                return parent.cause();
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
     tokio::select! {
         _ = term.recv() => "SIGTERM".into(),
         _ = int.recv() => "SIGINT".into(),
-        parent = orphaned => format!("--follow-parent: the parent process {parent} exited"),
+        cause = orphaned => cause,
     }
 }
 

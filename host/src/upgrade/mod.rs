@@ -22,6 +22,7 @@
 //! descriptor (SCM_RIGHTS) on its first bytes.
 
 pub(crate) mod lock;
+pub(crate) mod parent;
 pub(crate) mod standby;
 
 use crate::{

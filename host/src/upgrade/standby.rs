@@ -7,7 +7,7 @@
 //! A serving host of an older build answers a standby's `Standby` by hanging up: the standby then
 //! waits on the lock alone and binds the sockets again when it gets it, as before.
 
-use super::{connect, lock, receive, receive_offer, send, Message};
+use super::{connect, lock, parent::FollowedParent, receive, receive_offer, send, Message};
 use parking_lot::Mutex;
 use std::{
     collections::HashMap,
@@ -31,9 +31,28 @@ impl Standbys {
         self.standing.lock().push((pid, connection));
     }
 
+    /// Asks the standbys, longest waiting first, to take over as `serve --upgrade` does, each
+    /// given `patience` (while it runs); returns once none is left, having logged why each did
+    /// not. The serving host is meanwhile told the successor accepts, and stops handed over.
+    pub async fn hand_over(&self, cause: &str, patience: Duration) {
+        while let Some(pid) = self.ask_one_to_succeed() {
+            tracing::info!("{cause}: asking the standby pid {pid} to take over");
+            let deadline = tokio::time::Instant::now() + patience;
+            while tokio::time::Instant::now() < deadline && runs(pid) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let why = if runs(pid) {
+                "in time"
+            } else {
+                "before it exited"
+            };
+            tracing::warn!("the standby pid {pid} did not take over {why}");
+        }
+    }
+
     /// Asks the standby that has waited longest, and is still there, to take over now; its pid,
     /// or `None` when no standby is left.
-    pub fn ask_one_to_succeed(&self) -> Option<u32> {
+    fn ask_one_to_succeed(&self) -> Option<u32> {
         let mut standing = self.standing.lock();
         while !standing.is_empty() {
             let (pid, connection) = standing.remove(0);
@@ -43,6 +62,13 @@ impl Standbys {
         }
         None
     }
+}
+
+/// Whether process `pid` still runs (or cannot be signalled by this user, so it does).
+fn runs(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let signalled = unsafe { libc::kill(pid as i32, 0) } == 0;
+    signalled || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Whether the other end of `connection` is still open: a standby sends nothing once it stands
@@ -73,6 +99,8 @@ pub enum Standby {
     /// The serving host is stopping and asks this process to take over as `serve --upgrade`
     /// does.
     Succeed,
+    /// A signal, or the followed parent's exit, while standing by (logged): exit.
+    Stopped,
 }
 
 /// How often a standby that holds no sockets asks the serving host for them again (one that is
@@ -81,9 +109,16 @@ const RETRY: Duration = Duration::from_millis(100);
 /// How long the serving host may take to make its offer to a standby.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How often a standby looks at the parent it follows.
+const PARENT_CHECK: Duration = Duration::from_secs(1);
+
 /// Takes the socket dir's serving lock for `server`, standing by while another process holds
 /// it; returns at once when the lock is free.
-pub fn stand_by(socket_dir: &Path, server: &str) -> io::Result<Standby> {
+pub fn stand_by(
+    socket_dir: &Path,
+    server: &str,
+    parent: Option<FollowedParent>,
+) -> io::Result<Standby> {
     let taken = match lock::try_acquire(socket_dir, server)? {
         Ok(lock) => {
             return Ok(Standby::Serve {
@@ -101,6 +136,7 @@ pub fn stand_by(socket_dir: &Path, server: &str) -> io::Result<Standby> {
         .spawn(move || {
             let _ = lock_event.send(Event::Lock(taken.wait()));
         })?;
+    watch_signals(events.clone())?;
     let dir = socket_dir.display();
     let mut holding = Holding::default();
     // The registration in force: its reader's number, or none while no host holds us.
@@ -153,10 +189,12 @@ pub fn stand_by(socket_dir: &Path, server: &str) -> io::Result<Standby> {
                 }
             }
         }
+        if let Some(parent) = parent.filter(|parent| parent.exited()) {
+            tracing::warn!("{}: stopping (standing by)", parent.cause());
+            return Ok(Standby::Stopped);
+        }
         let event = match registered {
-            Some(_) => arrived
-                .recv()
-                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(_) => arrived.recv_timeout(PARENT_CHECK),
             None => arrived.recv_timeout(RETRY),
         };
         match event {
@@ -177,6 +215,10 @@ pub fn stand_by(socket_dir: &Path, server: &str) -> io::Result<Standby> {
                     );
                 }
                 return Ok(Standby::Serve { lock, listeners });
+            }
+            Ok(Event::Signal(signal)) => {
+                tracing::warn!("{signal}: stopping (standing by)");
+                return Ok(Standby::Stopped);
             }
             Ok(Event::Succeed) => {
                 tracing::info!("pid {} is stopping: taking over {dir} from it", holding.pid);
@@ -202,6 +244,52 @@ enum Event {
     Succeed,
     /// The connection of registration n ended: its host exited (or handed over to another).
     HostGone(u64),
+    /// SIGTERM or SIGINT.
+    Signal(&'static str),
+}
+
+/// A signal that came after this process stood by, before the serving host it became listens
+/// for signals itself: it is not lost ([`signal_before_serving`]).
+static SIGNALLED: std::sync::Mutex<Option<&'static str>> = std::sync::Mutex::new(None);
+
+/// The signal that came while this process stood by or took over, if any.
+pub fn signal_before_serving() -> Option<&'static str> {
+    *SIGNALLED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Turns SIGTERM and SIGINT into events, on a thread of its own; once a standby catches them,
+/// they no longer end the process by themselves.
+fn watch_signals(events: mpsc::Sender<Event>) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let (mut term, mut int) = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                loop {
+                    let signal = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    };
+                    *SIGNALLED
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(signal);
+                    let _ = events.send(Event::Signal(signal));
+                }
+            })
+        })?;
+    Ok(())
 }
 
 /// The serving host's pid and the listening sockets it passed.
