@@ -384,3 +384,28 @@ fn watch(connection: UnixStream, registration: u64, events: mpsc::Sender<Event>)
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_waiting_standby_still_there_is_asked_to_succeed() {
+        let standbys = Standbys::default();
+        let (gone, gone_far_end) = UnixStream::pair().unwrap();
+        let (waiting, waiting_far_end) = UnixStream::pair().unwrap();
+        let (later, later_far_end) = UnixStream::pair().unwrap();
+        standbys.add(11, gone);
+        standbys.add(22, waiting);
+        standbys.add(33, later);
+        drop(gone_far_end);
+
+        assert_eq!(standbys.ask_one_to_succeed(), Some(22));
+        assert!(matches!(
+            receive(&waiting_far_end).unwrap(),
+            Some((Message::Succeed, None))
+        ));
+        drop(later_far_end);
+        assert_eq!(standbys.ask_one_to_succeed(), None);
+    }
+}

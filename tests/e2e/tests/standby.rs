@@ -274,6 +274,32 @@ async fn a_second_standby_holds_the_sockets_of_the_first_once_it_serves_and_take
     assert!(answered_after(&attempts, gone, standby.pid()) >= 20);
 }
 
+#[tokio::test]
+async fn a_standby_stopped_by_sigterm_says_so_and_the_serving_host_then_stops_as_without_one() {
+    let setup = hello();
+    let (serving, standby) = serving_and_standby(&setup);
+    standby.signal(libc::SIGTERM);
+    let line = standby.wait_for_log("stopping", Duration::from_secs(5));
+    assert!(
+        line.contains(" WARN ") && line.contains("SIGTERM: stopping (standing by)"),
+        "{line}"
+    );
+    assert_eq!(standby.wait(Duration::from_secs(10)).code(), Some(0));
+
+    let (kong, id) = e2e::hello_instance(&serving).await;
+    let mut request = SimRequest::new().header("host", "h");
+    kong_driver::run_event(&kong, id, "access", &mut request)
+        .await
+        .unwrap();
+    let socket = serving.socket("rust-hello");
+    serving.signal(libc::SIGTERM);
+    let line = serving.wait_for_log("SIGTERM: stopping", Duration::from_secs(5));
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(!serving.log().contains("asking the standby"));
+    assert_eq!(serving.wait(Duration::from_secs(10)).code(), Some(0));
+    assert!(!socket.exists());
+}
+
 /// `kong-rust-host serve … &` from a shell that exits once the host is ready; the host's pid.
 fn start_from_a_shell_that_exits(setup: &Setup, extra: &str, log: &Path) -> u32 {
     let script = format!(
