@@ -482,6 +482,11 @@ async fn run_host_on_runtime(
         held,
         parent,
     } = serving;
+    if let (Some(_), Some(cause)) = (&upgrade, standby::stop_before_serving(parent)) {
+        // The host this one was taking over from serves on (it never heard Ready).
+        tracing::warn!("{cause}: stopping (before taking over)");
+        return Ok(());
+    }
     let limits = serve::Limits {
         max_frame_bytes: options.max_frame_bytes,
         max_depth: 128,

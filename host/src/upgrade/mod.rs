@@ -178,6 +178,31 @@ fn hand_over(
         None => return Ok(false),
     }
     let handed = server.upgrading.begin();
+    let successor =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map(|credentials| credentials.pid().to_string())
+            .unwrap_or_else(|_| "?".into());
+    // This process no longer accepts: whatever happens now, it stops.
+    let moved = move_connections(stream, server, handed);
+    match &moved {
+        Ok(moved) => tracing::warn!(
+            "stopping: pid {successor} took over; handed over {moved} connections; no event left here"
+        ),
+        Err(error) => tracing::warn!(
+            "stopping: pid {successor} went away while taking over ({error}); the connections \
+             and events still here are lost"
+        ),
+    }
+    server.upgrading.finished.notify_one();
+    Ok(true)
+}
+
+/// Sends the successor each connection as it comes free, then `Done`; how many moved.
+fn move_connections(
+    stream: &UnixStream,
+    server: &Server,
+    handed: mpsc::Receiver<MovingConnection>,
+) -> io::Result<usize> {
     let mut moved = 0usize;
     loop {
         match handed.recv_timeout(Duration::from_millis(20)) {
@@ -198,15 +223,7 @@ fn hand_over(
         }
     }
     send(stream, &Message::Done, None)?;
-    let successor =
-        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
-            .map(|credentials| credentials.pid().to_string())
-            .unwrap_or_else(|_| "?".into());
-    tracing::warn!(
-        "stopping: pid {successor} took over; handed over {moved} connections; no event left here"
-    );
-    server.upgrading.finished.notify_one();
-    Ok(true)
+    Ok(moved)
 }
 
 /// The successor's connection to its predecessor, for Steps of the predecessor's events.

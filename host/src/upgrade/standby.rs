@@ -220,6 +220,8 @@ pub fn stand_by(
                 tracing::warn!("{signal}: stopping (standing by)");
                 return Ok(Standby::Stopped);
             }
+            // Stopping too (Kong stops all its processes at once): the host asks the next one.
+            Ok(Event::Succeed) if stop_before_serving(parent).is_some() => {}
             Ok(Event::Succeed) => {
                 tracing::info!("pid {} is stopping: taking over {dir} from it", holding.pid);
                 return Ok(Standby::Succeed);
@@ -257,6 +259,16 @@ pub fn signal_before_serving() -> Option<&'static str> {
     *SIGNALLED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why a process about to take over should stop instead: a signal came, or the parent it
+/// follows exited. The host it would take over from then serves on and asks its next standby.
+pub fn stop_before_serving(parent: Option<FollowedParent>) -> Option<String> {
+    signal_before_serving().map(String::from).or_else(|| {
+        parent
+            .filter(|parent| parent.exited())
+            .map(FollowedParent::cause)
+    })
 }
 
 /// Turns SIGTERM and SIGINT into events, on a thread of its own; once a standby catches them,

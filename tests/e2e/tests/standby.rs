@@ -63,13 +63,14 @@ async fn kong_worker(socket: PathBuf, until: Instant) -> Vec<Attempt> {
         }
         let event = async {
             // Kong starts the instance again and reruns the event on "no plugin instance" (an
-            // instance started on the old host after it offered its ids to the new one).
-            let mut retried = false;
+            // instance started on the old host after it offered its ids to the new one), as
+            // often as it meets it (mp_rpc.lua's handle_event); here at most 3 times.
+            let mut reruns = 0;
             loop {
                 let id = kong.start_instance("rust-hello", "{}").await?.id;
                 let mut request = SimRequest::new().header("host", "h");
                 match kong_driver::run_event(&kong, id, "access", &mut request).await {
-                    Err(error) if error.is_no_plugin_instance() && !retried => retried = true,
+                    Err(error) if error.is_no_plugin_instance() && reruns < 3 => reruns += 1,
                     Err(error) => return Err(error),
                     Ok(_) => {
                         let ran = request.upstream_headers().get_str("x-hello").is_some();
@@ -167,7 +168,7 @@ async fn kill_9_of_the_serving_host_refuses_no_connect_and_the_standby_answers_e
     assert_eq!(refused(&attempts), 0, "refused connects");
     assert_eq!(missing, 0, "moments without the socket file");
     let after = answered_after(&attempts, gone, standby.pid());
-    assert!(after >= 20, "only {after} events after the kill");
+    assert!(after >= 10, "only {after} events after the kill");
     assert!(attempts
         .iter()
         .any(|a| a.answered_by == Ok(i64::from(old_pid))));
@@ -210,7 +211,7 @@ async fn sigterm_of_the_serving_host_hands_over_to_the_standby_with_no_refused_c
         .collect();
     assert!(failed.is_empty(), "failed events: {failed:?}");
     let after = answered_after(&attempts, gone, standby.pid());
-    assert!(after >= 20, "only {after} events after the handover");
+    assert!(after >= 10, "only {after} events after the handover");
     assert_eq!(status.lock().unwrap().unwrap().code(), Some(0));
     let old_log = old_log.lock().unwrap();
     let stop = old_log
@@ -271,7 +272,7 @@ async fn a_second_standby_holds_the_sockets_of_the_first_once_it_serves_and_take
     .await;
     assert_eq!(refused(&attempts), 0, "refused connects");
     assert_eq!(missing, 0, "moments without the socket file");
-    assert!(answered_after(&attempts, gone, standby.pid()) >= 20);
+    assert!(answered_after(&attempts, gone, standby.pid()) >= 10);
 }
 
 #[tokio::test]
@@ -300,28 +301,31 @@ async fn a_standby_stopped_by_sigterm_says_so_and_the_serving_host_then_stops_as
     assert!(!socket.exists());
 }
 
-/// `kong-rust-host serve … &` from a shell that exits once the host is ready; the host's pid.
-fn start_from_a_shell_that_exits(setup: &Setup, extra: &str, log: &Path) -> u32 {
-    let script = format!(
-        "'{host}' serve --plugins-dir '{plugins}' --socket-dir '{sockets}' {extra} \
-         </dev/null >/dev/null 2>'{log}' & echo $!; \
-         for _ in $(seq 200); do grep -q 'ready: serving' '{log}' && break; sleep 0.05; done",
-        host = artifacts().host.display(),
-        plugins = setup.plugins.path().display(),
-        sockets = setup.sockets.path().display(),
-        log = log.display(),
-    );
+/// `kong-rust-host serve … &` from a shell, once per log file, each started once the one before
+/// logged `ready_line`; the shell exits after the last. The hosts' pids.
+fn start_from_a_shell_that_exits(setup: &Setup, extra: &str, logs: &[(&Path, &str)]) -> Vec<u32> {
+    let mut script = String::new();
+    for (log, ready_line) in logs {
+        script.push_str(&format!(
+            "'{host}' serve --plugins-dir '{plugins}' --socket-dir '{sockets}' {extra} \
+             </dev/null >/dev/null 2>'{log}' & echo $!; \
+             for _ in $(seq 200); do grep -q '{ready_line}' '{log}' && break; sleep 0.05; done; ",
+            host = artifacts().host.display(),
+            plugins = setup.plugins.path().display(),
+            sockets = setup.sockets.path().display(),
+            log = log.display(),
+        ));
+    }
     let output = Command::new("sh").arg("-c").arg(script).output().unwrap();
     assert!(output.status.success());
-    let pid = String::from_utf8(output.stdout)
+    for (log, ready_line) in logs {
+        assert!(std::fs::read_to_string(log).unwrap().contains(ready_line));
+    }
+    String::from_utf8(output.stdout)
         .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(std::fs::read_to_string(log)
-        .unwrap()
-        .contains("ready: serving"));
-    pid
+        .lines()
+        .map(|pid| pid.parse().unwrap())
+        .collect()
 }
 
 /// The process's state letter (`Z` once it exited but is not reaped), `None` once it is gone.
@@ -343,7 +347,7 @@ async fn a_host_whose_parent_shell_exits_keeps_serving() {
     let setup = hello();
     let logs = TempDir::new("logs");
     let log = logs.path().join("host.log");
-    let pid = start_from_a_shell_that_exits(&setup, "", &log);
+    let pid = start_from_a_shell_that_exits(&setup, "", &[(&log, "ready: serving")])[0];
     // The host checks its parent every second: give it three.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(process_state(pid).map(|state| state != 'Z'), Some(true));
@@ -377,7 +381,8 @@ fn a_host_told_to_follow_its_parent_stops_when_the_parent_shell_exits_saying_so(
     let setup = hello();
     let logs = TempDir::new("logs");
     let log = logs.path().join("host.log");
-    let pid = start_from_a_shell_that_exits(&setup, "--follow-parent", &log);
+    let pid =
+        start_from_a_shell_that_exits(&setup, "--follow-parent", &[(&log, "ready: serving")])[0];
     wait_until_gone(pid, Duration::from_secs(10));
     let log = std::fs::read_to_string(&log).unwrap();
     let stops: Vec<&str> = log.lines().filter(|l| l.contains("stopping")).collect();
@@ -389,4 +394,29 @@ fn a_host_told_to_follow_its_parent_stops_when_the_parent_shell_exits_saying_so(
         "{}",
         stops[0]
     );
+}
+
+#[test]
+fn a_serving_host_and_its_standby_told_to_follow_their_parent_both_stop_when_it_exits() {
+    // Kong 3.4's shape: worker 0 starts one process per entry; that worker dies.
+    let setup = hello();
+    let logs = TempDir::new("logs");
+    let (serving_log, standby_log) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    let pids = start_from_a_shell_that_exits(
+        &setup,
+        "--follow-parent",
+        &[
+            (&serving_log, "ready: serving"),
+            (&standby_log, "listening sockets"),
+        ],
+    );
+    for pid in &pids {
+        wait_until_gone(*pid, Duration::from_secs(10));
+    }
+    for log in [&serving_log, &standby_log] {
+        let log = std::fs::read_to_string(log).unwrap();
+        let stops: Vec<&str> = log.lines().filter(|l| l.contains("stopping")).collect();
+        assert_eq!(stops.len(), 1, "{log}");
+        assert!(stops[0].contains(" WARN "), "{}", stops[0]);
+    }
 }
