@@ -301,6 +301,35 @@ async fn a_standby_stopped_by_sigterm_says_so_and_the_serving_host_then_stops_as
     assert!(!socket.exists());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_beside_an_upgrade_stands_by_for_the_new_host_and_takes_over_from_it() {
+    let setup = hello();
+    let (old, standby) = serving_and_standby(&setup);
+    let new = setup.start(&["--upgrade"]);
+    old.wait_for_log("no event left here", Duration::from_secs(10));
+    assert_eq!(old.wait(Duration::from_secs(10)).code(), Some(0));
+    // The lock passed from old to new without being free: the standby did not take over.
+    standby.wait_for_log(
+        &format!("pid {} serves", new.pid()),
+        Duration::from_secs(10),
+    );
+    assert!(!standby.log().contains("taking over"));
+
+    let socket = new.socket("rust-hello");
+    let (attempts, missing, gone) = under_load(
+        &socket,
+        Duration::from_millis(2000),
+        Duration::from_millis(400),
+        || {
+            new.stop_with(libc::SIGKILL);
+        },
+    )
+    .await;
+    assert_eq!(refused(&attempts), 0, "refused connects");
+    assert_eq!(missing, 0, "moments without the socket file");
+    assert!(answered_after(&attempts, gone, standby.pid()) >= 10);
+}
+
 /// `kong-rust-host serve … &` from a shell, once per log file, each started once the one before
 /// logged `ready_line`; the shell exits after the last. The hosts' pids.
 fn start_from_a_shell_that_exits(setup: &Setup, extra: &str, logs: &[(&Path, &str)]) -> Vec<u32> {
