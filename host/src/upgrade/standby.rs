@@ -400,6 +400,76 @@ fn watch(connection: UnixStream, registration: u64, events: mpsc::Sender<Event>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upgrade::control_path;
+    use std::os::{fd::AsRawFd, unix::net::UnixListener};
+
+    /// Serves one connection on `dir`'s control socket as a serving host does up to its
+    /// instances, then answers the standby's message with `answer` (none: hangs up, as a build
+    /// without standbys does).
+    fn serving_host(dir: &Path, answer: Option<Message>) -> std::thread::JoinHandle<()> {
+        let control = UnixListener::bind(control_path(dir, "kong-rust-host")).unwrap();
+        let plugin_socket = UnixListener::bind(dir.join("rust-hello.socket")).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = control.accept().unwrap();
+            let (lock, _) = UnixStream::pair().unwrap();
+            let (forward, _) = UnixStream::pair().unwrap();
+            send(&stream, &Message::Lock, Some(lock.as_raw_fd())).unwrap();
+            send(&stream, &Message::Forward, Some(forward.as_raw_fd())).unwrap();
+            let listener = Message::Listener {
+                name: "rust-hello".into(),
+            };
+            send(&stream, &listener, Some(plugin_socket.as_raw_fd())).unwrap();
+            let instances = Message::Instances { instances: vec![] };
+            send(&stream, &instances, None).unwrap();
+            let standing_by = receive(&stream).unwrap();
+            assert!(matches!(standing_by, Some((Message::Standby { .. }, None))));
+            if let Some(answer) = answer {
+                send(&stream, &answer, None).unwrap();
+            }
+        })
+    }
+
+    fn socket_dir(label: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("krh-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_standby_holds_the_listening_sockets_a_host_keeps_for_it() {
+        let dir = socket_dir("standing");
+        let host = serving_host(&dir, Some(Message::Standing { pid: 4242 }));
+        let Registration::Holding(held, _connection) = register(&dir, "kong-rust-host") else {
+            panic!("not holding");
+        };
+        host.join().unwrap();
+        assert_eq!(held.pid, 4242);
+        let names: Vec<&String> = held.listeners.keys().collect();
+        assert_eq!(names, ["rust-hello"]);
+        // The same socket: a connect to the file is queued on the descriptor the standby holds.
+        let _client = UnixStream::connect(dir.join("rust-hello.socket")).unwrap();
+        let held_listener = UnixListener::from(held.listeners.into_values().next().unwrap());
+        held_listener.set_nonblocking(true).unwrap();
+        assert!(held_listener.accept().is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_host_that_hangs_up_on_a_standby_is_an_older_build_whose_sockets_are_not_kept() {
+        let dir = socket_dir("older");
+        let host = serving_host(&dir, None);
+        assert!(matches!(
+            register(&dir, "kong-rust-host"),
+            Registration::OlderHost
+        ));
+        host.join().unwrap();
+        assert!(matches!(
+            register(&dir, "kong-rust-host"),
+            Registration::NoHost
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn the_longest_waiting_standby_still_there_is_asked_to_succeed() {
