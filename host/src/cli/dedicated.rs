@@ -55,7 +55,7 @@ struct DedicatedCli {
 }
 
 /// Go-style single-dash long flags, which Kong's defaults and Go plugin servers use.
-const SINGLE_DASH: [&str; 3] = ["-dump", "-kong-prefix", "-help"];
+const SINGLE_DASH: [&str; 4] = ["-dump", "-kong-prefix", "-follow-parent", "-help"];
 
 /// Runs the dedicated server of the plugin whose root module is `module` (the plugin crate
 /// passes `kong_rust_pdk::root_module::<ItsPlugin>()`; the host depends on the ABI only):
@@ -88,8 +88,10 @@ pub fn main(module: PluginModRef) -> ExitCode {
     let result = if cli.dump {
         load().map(|plugin| println!("{}", dump::dump(&plugin)))
     } else {
-        cli::start_serving(&cli.options, name, load)
-            .and_then(|(serving, plugin)| cli::run_host(plugin, None, &cli.options, serving))
+        cli::start_serving(&cli.options, name, load).and_then(|started| match started {
+            Some((serving, plugin)) => cli::run_host(plugin, None, &cli.options, serving),
+            None => Ok(()),
+        })
     };
     cli::exit_code(result)
 }

@@ -99,7 +99,10 @@ fn lines(request: &Request) -> Result<Vec<Line>, String> {
             .display()
             .to_string()
     };
-    let serve = format!("{binary} serve --plugins-dir {plugins_dir} --socket-dir {socket_dir}");
+    // Kong starts this command: the host follows the nginx worker that started it.
+    let serve = format!(
+        "{binary} serve --plugins-dir {plugins_dir} --socket-dir {socket_dir} --follow-parent"
+    );
 
     if let Some(entry) = request.single_socket {
         shell_free("--single-socket", entry)?;

@@ -275,6 +275,11 @@ pub(crate) struct ServeOptions {
     /// it exits when it has no event left. Without a running host, start as usual.
     #[arg(long)]
     pub(crate) upgrade: bool,
+    /// Stop when the parent process exits: for a host Kong starts (`start_cmd`), which
+    /// otherwise outlives a dead nginx worker beside the one the next worker starts. Without
+    /// it the host never stops because its parent exited.
+    #[arg(long)]
+    pub(crate) follow_parent: bool,
 }
 
 fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {

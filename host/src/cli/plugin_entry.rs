@@ -67,6 +67,8 @@ pub fn rewrite(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
             "serve".into(),
             "--plugins-dir".into(),
             plugins_dir,
+            // Kong runs this entry as its start command: follow the worker that started it.
+            "--follow-parent".into(),
         ];
         if let Some(dir) = socket_dir {
             serve.extend(["--socket-dir".into(), dir]);

@@ -7,7 +7,7 @@ use crate::{
     loader,
     runtime::{dispatch, events, executor, ids, instances},
     serve,
-    upgrade::{self, lock},
+    upgrade::{self, lock, parent::FollowedParent, standby},
 };
 use std::{collections::HashMap, sync::Arc, time::Duration};
 use tokio::runtime::Handle;
@@ -27,10 +27,13 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
         }
         Ok(plugins)
     };
-    let (serving, plugins) = start_serving(&args.options, "kong-rust-host", || {
+    let started = start_serving(&args.options, "kong-rust-host", || {
         load_plugins(&args.plugins_dir).and_then(only)
     })?;
-    run_host(plugins, args.single_socket, &args.options, serving)
+    match started {
+        Some((serving, plugins)) => run_host(plugins, args.single_socket, &args.options, serving),
+        None => Ok(()),
+    }
 }
 
 /// The right to serve a socket dir, and what the host this one replaces handed over.
@@ -40,55 +43,74 @@ pub(crate) struct Serving {
     lock: lock::ServingLock,
     /// What the host serving the dir handed over (`--upgrade`).
     upgrade: Option<upgrade::Incoming>,
+    /// The listening sockets a host that died passed to this process while it stood by.
+    held: HashMap<String, std::os::fd::OwnedFd>,
+    /// `--follow-parent`: the process whose exit stops this host.
+    parent: Option<FollowedParent>,
 }
 
-/// Takes the socket dir: from the host serving it (`--upgrade`), or by its lock, standing by
-/// while another process holds it. Plugins are loaded before an upgrade (the old host serves
-/// meanwhile) and after a standby (it picks up the dir as it is when it takes over).
+/// Takes the socket dir: from the host serving it (`--upgrade`, or a standby it asks to take
+/// over), or by its lock, standing by while another process holds it. Plugins are loaded before
+/// an upgrade (the old host serves meanwhile) and after a standby (it picks up the dir as it is
+/// when it takes over). `None` when it stopped while standing by.
 pub(crate) fn start_serving(
     options: &ServeOptions,
     server: &str,
     load: impl FnOnce() -> Result<Vec<loader::LoadedPlugin>, String>,
-) -> Result<(Serving, Vec<loader::LoadedPlugin>), String> {
+) -> Result<Option<(Serving, Vec<loader::LoadedPlugin>)>, String> {
+    let parent = FollowedParent::at_start(options.follow_parent);
     let dir = &options.socket_dir;
-    let lock = || {
-        lock::acquire(dir, server)
-            .map_err(|error| format!("cannot lock socket dir {}: {error}", dir.display()))
+    let mut load = Some(load);
+    let mut plugins = None;
+    let mut load_once = |plugins: &mut Option<Vec<loader::LoadedPlugin>>| match plugins.take() {
+        Some(loaded) => Ok(loaded),
+        None => load.take().expect("loaded once")(),
     };
-    if !options.upgrade {
-        let lock = lock()?;
-        let plugins = load()?;
-        let serving = Serving {
-            server: server.into(),
-            lock,
-            upgrade: None,
-        };
-        return Ok((serving, plugins));
-    }
-    let plugins = load()?;
-    let handed_over = upgrade::take_over(dir, server).map_err(|error| {
-        format!(
-            "--upgrade: cannot take over from the host serving {}: {error}",
-            dir.display()
-        )
-    })?;
-    let lock = match &handed_over {
-        Some(incoming) => incoming
-            .lock
-            .try_clone()
-            .and_then(lock::ServingLock::inherit)
-            .map_err(|error| format!("--upgrade: cannot take the serving lock: {error}"))?,
-        None => {
+    let mut take_over_now = options.upgrade;
+    loop {
+        if take_over_now {
+            let loaded = load_once(&mut plugins)?;
+            let handed_over = upgrade::take_over(dir, server).map_err(|error| {
+                format!(
+                    "--upgrade: cannot take over from the host serving {}: {error}",
+                    dir.display()
+                )
+            })?;
+            if let Some(incoming) = handed_over {
+                let lock = incoming
+                    .lock
+                    .try_clone()
+                    .and_then(lock::ServingLock::inherit)
+                    .map_err(|error| format!("--upgrade: cannot take the serving lock: {error}"))?;
+                let serving = Serving {
+                    server: server.into(),
+                    lock,
+                    upgrade: Some(incoming),
+                    held: HashMap::new(),
+                    parent,
+                };
+                return Ok(Some((serving, loaded)));
+            }
             tracing::info!("--upgrade: no host serves {}: starting", dir.display());
-            lock()?
+            plugins = Some(loaded);
         }
-    };
-    let serving = Serving {
-        server: server.into(),
-        lock,
-        upgrade: handed_over,
-    };
-    Ok((serving, plugins))
+        let standby = standby::stand_by(dir, server, parent)
+            .map_err(|error| format!("cannot lock socket dir {}: {error}", dir.display()))?;
+        match standby {
+            standby::Standby::Serve { lock, listeners } => {
+                let serving = Serving {
+                    server: server.into(),
+                    lock,
+                    upgrade: None,
+                    held: listeners,
+                    parent,
+                };
+                return Ok(Some((serving, load_once(&mut plugins)?)));
+            }
+            standby::Standby::Succeed => take_over_now = true,
+            standby::Standby::Stopped => return Ok(None),
+        }
+    }
 }
 
 /// Serves `plugins` until a signal (one socket each, or all on `single_socket`), holding the
@@ -136,7 +158,14 @@ async fn run_host_on_runtime(
         server: server_name,
         lock,
         upgrade,
+        held,
+        parent,
     } = serving;
+    if let (Some(_), Some(cause)) = (&upgrade, standby::stop_before_serving(parent)) {
+        // The host this one was taking over from serves on (it never heard Ready).
+        tracing::warn!("{cause}: stopping (before taking over)");
+        return Ok(());
+    }
     let limits = serve::Limits {
         max_frame_bytes: options.max_frame_bytes,
         max_depth: 128,
@@ -149,7 +178,7 @@ async fn run_host_on_runtime(
             Some(incoming.forward),
             incoming.instances,
         ),
-        None => Default::default(),
+        None => (held, None, None, Vec::new()),
     };
     let listeners = bind_sockets(&plugins, single_socket, options, &mut inherited)?;
     let dispatcher = Arc::new(dispatcher(plugins, options));
@@ -168,7 +197,14 @@ async fn run_host_on_runtime(
         .map_err(|error| format!("cannot share the serving lock: {error}"))?;
     let upgrades = upgrade::listen(&control_path)
         .map_err(|error| format!("cannot bind {}: {error}", control_path.display()))?;
-    upgrade::offer(upgrades, Arc::clone(&server), lock_fd, Handle::current());
+    let standbys = Arc::new(standby::Standbys::default());
+    upgrade::offer(
+        upgrades,
+        Arc::clone(&server),
+        lock_fd,
+        Arc::clone(&standbys),
+        Handle::current(),
+    );
     if let Some(addr) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -190,7 +226,8 @@ async fn run_host_on_runtime(
         std::process::id()
     );
     let grace = Duration::from_secs(options.shutdown_grace);
-    let stopped = server.run(listeners, shutdown_signal(), grace).await;
+    let stop = stop_when_asked(parent, &standbys, grace);
+    let stopped = server.run(listeners, stop, grace).await;
     if stopped == serve::Stopped::Signal {
         let _ = std::fs::remove_file(&control_path);
     }
@@ -251,28 +288,44 @@ fn dispatcher(plugins: Vec<loader::LoadedPlugin>, options: &ServeOptions) -> dis
     )
 }
 
-/// SIGTERM (what Kong sends), SIGINT, or the parent nginx worker going away: a server orphaned
-/// by a dead worker would otherwise keep running beside the one the new worker starts.
-async fn shutdown_signal() {
+/// Completes when this host is to stop, having logged why. Standing by, a process holds the
+/// sockets: it is asked to take over as `serve --upgrade` does (`run` then ends handed over, the
+/// socket files in place); with none left, the host stops and removes them.
+async fn stop_when_asked(
+    parent: Option<FollowedParent>,
+    standbys: &standby::Standbys,
+    grace: Duration,
+) {
+    let cause = shutdown_signal(parent).await;
+    standbys
+        .hand_over(&cause, grace.max(Duration::from_secs(1)))
+        .await;
+    tracing::warn!("{cause}: stopping");
+}
+
+/// Waits for SIGTERM (what Kong sends), SIGINT, or the followed parent's exit; returns the
+/// cause.
+async fn shutdown_signal(parent: Option<FollowedParent>) -> String {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    if let Some(signal) = standby::signal_before_serving() {
+        return signal.into();
+    }
     let orphaned = async {
-        let parent = nix::unistd::getppid();
-        if parent == nix::unistd::Pid::from_raw(1) {
-            // Started by init/systemd (or a container's pid 1): there is no worker to outlive.
-            std::future::pending::<()>().await;
-        }
+        let Some(parent) = parent else {
+            return std::future::pending().await;
+        };
         loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            if nix::unistd::getppid() != parent {
-                return;
+            if parent.exited() {
+                return parent.cause();
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     };
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        _ = orphaned => tracing::info!("parent process exited: stopping"),
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+        cause = orphaned => cause,
     }
 }

@@ -3,14 +3,14 @@
 //! Kong 3.1–3.4 marks a plugin-server entry ready only if Kong starts it itself, so every entry
 //! gets a start command and Kong runs (and respawns) all of them. With the same command for
 //! every entry, the first process to lock the socket dir serves every plugin; the others stand
-//! by, blocked on the lock, and the kernel hands it to one of them the moment the serving
-//! process dies, however it dies: that one binds the sockets again and serves.
+//! by ([`super::standby`]), blocked on the lock, and the kernel hands it to one of them the
+//! moment the serving process dies, however it dies.
 
 use std::{
     fs::{File, OpenOptions},
     io::{self, Read, Seek, Write},
     os::fd::{AsFd, AsRawFd, OwnedFd},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 /// Held for the life of the serving process; the kernel releases it when the process exits.
@@ -18,32 +18,44 @@ pub struct ServingLock {
     file: File,
 }
 
+/// The socket dir's lock, held by another process.
+pub struct Taken {
+    file: File,
+}
+
+fn path(socket_dir: &Path, server: &str) -> PathBuf {
+    socket_dir.join(format!(".{server}.lock"))
+}
+
 /// Takes the socket dir's serving lock for `server` (`kong-rust-host`, or a dedicated server's
-/// plugin name), waiting (standing by) while another process holds it.
-pub fn acquire(socket_dir: &Path, server: &str) -> io::Result<ServingLock> {
-    let path = socket_dir.join(format!(".{server}.lock"));
-    let mut file = OpenOptions::new()
+/// plugin name) if it is free.
+pub fn try_acquire(socket_dir: &Path, server: &str) -> io::Result<Result<ServingLock, Taken>> {
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&path)?;
-    if !flock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
-        let mut holder = String::new();
-        file.read_to_string(&mut holder)?;
-        tracing::info!(
-            "pid {} serves {}: standing by to take over if it exits",
-            holder.trim(),
-            socket_dir.display()
-        );
-        flock(&file, libc::LOCK_EX)?;
-        tracing::info!(
-            "pid {} is gone: taking over {}",
-            holder.trim(),
-            socket_dir.display()
-        );
+        .open(path(socket_dir, server))?;
+    if flock(&file, libc::LOCK_EX | libc::LOCK_NB)? {
+        ServingLock::held(file).map(Ok)
+    } else {
+        Ok(Err(Taken { file }))
     }
-    ServingLock::held(file)
+}
+
+/// The pid of the process holding the lock, as it recorded itself (0 while it is writing).
+pub fn holder(socket_dir: &Path, server: &str) -> u32 {
+    let mut text = String::new();
+    let _ = File::open(path(socket_dir, server)).and_then(|mut f| f.read_to_string(&mut text));
+    text.trim().parse().unwrap_or(0)
+}
+
+impl Taken {
+    /// Blocks until the holder releases the lock (exits, however it dies), then holds it.
+    pub fn wait(self) -> io::Result<ServingLock> {
+        flock(&self.file, libc::LOCK_EX)?;
+        ServingLock::held(self.file)
+    }
 }
 
 impl ServingLock {

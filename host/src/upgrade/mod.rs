@@ -14,10 +14,16 @@
 //! 3. old → new: `Done` when it holds no connection and no event; old exits and leaves the
 //!    sockets in place. Until then new forwards to old any Step for an event it does not know.
 //!
+//! A standby ([`standby`]) takes the same offer and answers `Standby` instead of `Ready`: it
+//! keeps the listening sockets, old keeps serving (and leaves the socket files in place however
+//! it stops), and on SIGTERM old asks it to take over as `serve --upgrade` does (`Succeed`).
+//!
 //! Each message is a big-endian u32 length and that much JSON; a message may carry one file
 //! descriptor (SCM_RIGHTS) on its first bytes.
 
 pub(crate) mod lock;
+pub(crate) mod parent;
+pub(crate) mod standby;
 
 use crate::{
     runtime::dispatch::Predecessor,
@@ -65,6 +71,12 @@ pub enum Message {
     Connection { name: String, buffered: Vec<u8> },
     /// Old holds no connection and runs no event: it exits.
     Done,
+    /// Instead of `Ready`: new stands by, holding the listening sockets, until old is gone.
+    Standby { pid: u32 },
+    /// Old keeps the socket files for the standby, and will ask it to take over on a signal.
+    Standing { pid: u32 },
+    /// Old is stopping: the standby takes over now, as `serve --upgrade` does.
+    Succeed,
 }
 
 /// A live instance id new takes over: the runtime's adopted instance, as it crosses the
@@ -91,8 +103,15 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
 }
 
 /// Offers this process's sockets, instances and connections to a successor that connects to
-/// `control` (one at a time), on a thread of its own. `lock` is the serving lock's descriptor.
-pub fn offer(control: UnixListener, server: Arc<Server>, lock: OwnedFd, runtime: Handle) {
+/// `control` (one at a time), on a thread of its own; a process that stands by instead joins
+/// `standbys`. `lock` is the serving lock's descriptor.
+pub fn offer(
+    control: UnixListener,
+    server: Arc<Server>,
+    lock: OwnedFd,
+    standbys: Arc<standby::Standbys>,
+    runtime: Handle,
+) {
     std::thread::Builder::new()
         .name("upgrade".into())
         .spawn(move || {
@@ -104,7 +123,7 @@ pub fn offer(control: UnixListener, server: Arc<Server>, lock: OwnedFd, runtime:
                         continue;
                     }
                 };
-                match hand_over(&stream, &server, &lock, &runtime) {
+                match hand_over(&stream, &server, &lock, &standbys, &runtime) {
                     Ok(true) => return,
                     Ok(false) => {}
                     Err(error) => tracing::warn!("upgrade abandoned, serving on: {error}"),
@@ -114,11 +133,13 @@ pub fn offer(control: UnixListener, server: Arc<Server>, lock: OwnedFd, runtime:
         .expect("start the upgrade thread");
 }
 
-/// One successor's takeover; false when it went away before accepting (this process serves on).
+/// One successor's takeover; false when it went away before accepting or stands by instead
+/// (this process serves on).
 fn hand_over(
     stream: &UnixStream,
     server: &Arc<Server>,
     lock: &OwnedFd,
+    standbys: &standby::Standbys,
     runtime: &Handle,
 ) -> io::Result<bool> {
     let (ours, theirs) = UnixStream::pair()?;
@@ -145,12 +166,43 @@ fn hand_over(
     send(stream, &Message::Instances { instances }, None)?;
     match receive(stream)? {
         Some((Message::Ready, _)) => {}
+        Some((Message::Standby { pid }, _)) => {
+            let pid_here = std::process::id();
+            send(stream, &Message::Standing { pid: pid_here }, None)?;
+            standbys.add(pid, stream.try_clone()?);
+            return Ok(false);
+        }
         Some((other, _)) => {
             return Err(io::Error::other(format!("expected Ready, got {other:?}")));
         }
         None => return Ok(false),
     }
     let handed = server.upgrading.begin();
+    let successor =
+        nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
+            .map(|credentials| credentials.pid().to_string())
+            .unwrap_or_else(|_| "?".into());
+    // This process no longer accepts: whatever happens now, it stops.
+    let moved = move_connections(stream, server, handed);
+    match &moved {
+        Ok(moved) => tracing::warn!(
+            "stopping: pid {successor} took over; handed over {moved} connections; no event left here"
+        ),
+        Err(error) => tracing::warn!(
+            "stopping: pid {successor} went away while taking over ({error}); the connections \
+             and events still here are lost"
+        ),
+    }
+    server.upgrading.finished.notify_one();
+    Ok(true)
+}
+
+/// Sends the successor each connection as it comes free, then `Done`; how many moved.
+fn move_connections(
+    stream: &UnixStream,
+    server: &Server,
+    handed: mpsc::Receiver<MovingConnection>,
+) -> io::Result<usize> {
     let mut moved = 0usize;
     loop {
         match handed.recv_timeout(Duration::from_millis(20)) {
@@ -171,9 +223,7 @@ fn hand_over(
         }
     }
     send(stream, &Message::Done, None)?;
-    tracing::info!("handed over {moved} connections; no event left here");
-    server.upgrading.finished.notify_one();
-    Ok(true)
+    Ok(moved)
 }
 
 /// The successor's connection to its predecessor, for Steps of the predecessor's events.
@@ -256,18 +306,31 @@ pub struct Incoming {
 /// Asks the process serving `socket_dir` as `server` for its sockets; `None` when no process
 /// serves it (nothing to take over).
 pub fn take_over(socket_dir: &Path, server: &str) -> io::Result<Option<Incoming>> {
-    let control = match UnixStream::connect(control_path(socket_dir, server)) {
-        Ok(control) => control,
+    match connect(socket_dir, server)? {
+        Some(control) => receive_offer(control).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A connection to the control socket of the process serving `socket_dir` as `server`; `None`
+/// when none listens there.
+fn connect(socket_dir: &Path, server: &str) -> io::Result<Option<UnixStream>> {
+    match UnixStream::connect(control_path(socket_dir, server)) {
+        Ok(control) => Ok(Some(control)),
         Err(error)
             if matches!(
                 error.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Ok(None)
+            Ok(None)
         }
-        Err(error) => return Err(error),
-    };
+        Err(error) => Err(error),
+    }
+}
+
+/// Reads the serving process's offer, up to its instances.
+fn receive_offer(control: UnixStream) -> io::Result<Incoming> {
     let (mut lock, mut forward, mut listeners) = (None, None, HashMap::new());
     loop {
         let missing = || io::Error::other("the running host sent a message without its socket");
@@ -279,13 +342,13 @@ pub fn take_over(socket_dir: &Path, server: &str) -> io::Result<Option<Incoming>
             }
             Some((Message::Instances { instances }, _)) => {
                 let incomplete = || io::Error::other("the running host's offer is incomplete");
-                return Ok(Some(Incoming {
+                return Ok(Incoming {
                     control: Control(control),
                     lock: lock.ok_or_else(incomplete)?,
                     forward: forward.ok_or_else(incomplete)?,
                     listeners,
                     instances,
-                }));
+                });
             }
             Some((other, _)) => {
                 return Err(io::Error::other(format!("unexpected {other:?}")));

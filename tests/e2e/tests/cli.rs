@@ -278,7 +278,7 @@ fn kong_conf_gives_every_plugin_its_own_entry() {
     // 3.4 marks only Kong-started entries ready: every entry gets the same start command (one
     // process serves, the others stand by).
     let serve = format!(
-        "/usr/local/bin/kong-rust-host serve --plugins-dir {} --socket-dir /run/kong\n",
+        "/usr/local/bin/kong-rust-host serve --plugins-dir {} --socket-dir /run/kong --follow-parent\n",
         dir.path().display()
     );
     assert!(stdout_34.contains(&format!("pluginserver_rust_hello_start_cmd = {serve}")));

@@ -56,7 +56,7 @@ fn kong_conf_for_3_9_leaves_the_start_to_systemd_or_a_sidecar_and_says_why() {
     let (status, stdout, stderr) = kong_conf(&setup, &["--kong-start"]);
     assert!(status.success());
     assert!(stdout.contains(&format!(
-        "pluginserver_rust_bench_start_cmd = /usr/local/bin/kong-rust-host serve --plugins-dir {dir} --socket-dir /usr/local/kong\n"
+        "pluginserver_rust_bench_start_cmd = /usr/local/bin/kong-rust-host serve --plugins-dir {dir} --socket-dir /usr/local/kong --follow-parent\n"
     )));
     assert_eq!(stdout.matches("_start_cmd = ").count(), 1);
     assert!(

@@ -86,7 +86,7 @@ fn kong_conf_for_a_single_entry_uses_dump_all_and_one_socket() {
              plugins = bundled,rust-bench,rust-hello\n\
              pluginserver_names = rust\n\
              pluginserver_rust_socket = /run/kong/rust.socket\n\
-             pluginserver_rust_start_cmd = /usr/local/bin/kong-rust-host serve --plugins-dir {dir} --socket-dir /run/kong --single-socket rust\n\
+             pluginserver_rust_start_cmd = /usr/local/bin/kong-rust-host serve --plugins-dir {dir} --socket-dir /run/kong --follow-parent --single-socket rust\n\
              pluginserver_rust_query_cmd = /usr/local/bin/kong-rust-host dump --all --plugins-dir {dir}\n"
         )
     );
