@@ -1,0 +1,134 @@
+//! Lua values between the two protocols: the MessagePack values the PDK sends and reads
+//! (lua-MessagePack's shapes, docs/protocol.md §6.2) and `google.protobuf.Value`, as
+//! `pb_rpc.lua`'s `pb_wrap`/`pb_unwrap` turn Lua values into it and back.
+
+use prost_types::{value::Kind, ListValue, Struct};
+use rmpv::Value;
+
+/// The largest integer a Lua double holds exactly; lua-MessagePack packs integral numbers below
+/// it as integers.
+const EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// A Lua number as lua-MessagePack packs it: an integer when integral and exact, else a double.
+/// Over ProtoBuf:1 every Lua number is a double (`number_value`, `Number`).
+pub(super) fn lua_number(number: f64) -> Value {
+    if number.fract() == 0.0 && number.abs() < EXACT_INTEGER {
+        Value::from(number as i64)
+    } else {
+        Value::F64(number)
+    }
+}
+
+/// A Lua string as lua-MessagePack packs it: str, whatever its bytes.
+pub(super) fn lua_string(bytes: Vec<u8>) -> Value {
+    match String::from_utf8(bytes) {
+        Ok(text) => Value::from(text),
+        Err(error) => {
+            // rmpv builds a str of invalid UTF-8 only by decoding one.
+            let bytes = error.into_bytes();
+            let mut encoded = Vec::with_capacity(bytes.len() + 5);
+            rmp::encode::write_str_len(&mut encoded, bytes.len() as u32)
+                .expect("writing to a Vec cannot fail");
+            encoded.extend_from_slice(&bytes);
+            rmpv::decode::read_value(&mut encoded.as_slice()).expect("a str just encoded")
+        }
+    }
+}
+
+/// The text of a str or bin.
+pub(super) fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        Value::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+pub(super) fn integer(value: &Value) -> Option<i64> {
+    match value {
+        Value::Integer(n) => n.as_i64(),
+        Value::F64(f) if f.fract() == 0.0 && f.abs() < EXACT_INTEGER => Some(*f as i64),
+        _ => None,
+    }
+}
+
+/// A MessagePack argument as the `google.protobuf.Value` from which Kong's `structpb_value`
+/// gives back the same Lua value. nil is a Value without a kind: Kong reads `null_value` as the
+/// string "NULL_VALUE" (lua-protobuf decodes enums to their names).
+pub(super) fn pb_value_of(value: &Value) -> Result<prost_types::Value, String> {
+    let kind = match value {
+        Value::Nil => None,
+        Value::Boolean(flag) => Some(Kind::BoolValue(*flag)),
+        Value::Integer(n) => Some(Kind::NumberValue(n.as_f64().unwrap_or_default())),
+        Value::F32(f) => Some(Kind::NumberValue(f64::from(*f))),
+        Value::F64(f) => Some(Kind::NumberValue(*f)),
+        Value::String(s) => Some(Kind::StringValue(utf8(s.as_bytes())?)),
+        Value::Binary(b) => Some(Kind::StringValue(utf8(b)?)),
+        Value::Array(items) => Some(Kind::ListValue(ListValue {
+            values: items.iter().map(pb_value_of).collect::<Result<_, _>>()?,
+        })),
+        Value::Map(entries) => {
+            let mut fields = std::collections::BTreeMap::new();
+            for (key, value) in entries {
+                let key = match key {
+                    Value::String(_) | Value::Binary(_) => text(key).unwrap_or_default(),
+                    other => {
+                        return Err(format!(
+                            "map key {other} is not a string, which google.protobuf.Struct needs"
+                        ))
+                    }
+                };
+                fields.insert(key, pb_value_of(value)?);
+            }
+            Some(Kind::StructValue(Struct { fields }))
+        }
+        Value::Ext(..) => return Err("a MessagePack ext value has no Lua equivalent".into()),
+    };
+    Ok(prost_types::Value { kind })
+}
+
+fn utf8(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| "a string that is not UTF-8, which google.protobuf.Value cannot carry".into())
+}
+
+/// Kong's `google.protobuf.Value` as the MessagePack value MsgPack:1 would have carried for the
+/// same Lua value. Kong encodes nil as `null_value`, numbers as doubles, a table with a `[1]`
+/// as a list and any other table (even empty) as a struct; lua-MessagePack packs an empty table
+/// as an empty array.
+pub(super) fn value_of_pb(value: &prost_types::Value) -> Value {
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => Value::Nil,
+        Some(Kind::BoolValue(flag)) => Value::from(*flag),
+        Some(Kind::NumberValue(number)) => lua_number(*number),
+        Some(Kind::StringValue(text)) => Value::from(text.as_str()),
+        Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(value_of_pb).collect()),
+        Some(Kind::StructValue(fields)) if fields.fields.is_empty() => Value::Array(Vec::new()),
+        Some(Kind::StructValue(fields)) => Value::Map(
+            fields
+                .fields
+                .iter()
+                .map(|(key, value)| (Value::from(key.as_str()), value_of_pb(value)))
+                .collect(),
+        ),
+    }
+}
+
+/// A header or query multi-map, fixed up as MsgPack:1 does (`mp_rpc.lua`, `fix_mmap`): a
+/// string becomes a one-element array, `true` (a query flag) an empty array, and an empty
+/// result an empty map (the one place Kong sends one).
+pub(super) fn multi_map(map: Struct) -> Value {
+    Value::Map(
+        map.fields
+            .into_iter()
+            .map(|(name, value)| {
+                let values = match value.kind {
+                    Some(Kind::StringValue(text)) => Value::Array(vec![Value::from(text)]),
+                    Some(Kind::BoolValue(true)) => Value::Array(Vec::new()),
+                    other => value_of_pb(&prost_types::Value { kind: other }),
+                };
+                (Value::from(name), values)
+            })
+            .collect(),
+    )
+}
