@@ -65,7 +65,7 @@ pub(crate) fn call(
         None | Some(How::Refused) => unreachable!("refused above"),
     };
     let mut bytes = Vec::with_capacity(16);
-    rmpv::encode::write_value(&mut bytes, &result).expect("writing to a Vec cannot fail");
+    convert::write_lua_value(&mut bytes, &result);
     Ok(bytes)
 }
 

@@ -35,6 +35,30 @@ pub(super) fn lua_string(bytes: Vec<u8>) -> Value {
     }
 }
 
+/// Writes `value` as MessagePack. Unlike rmpv's writer, a str that is not UTF-8 stays a str (rmpv
+/// writes it as bin): lua-MessagePack packs every Lua string as str.
+pub(super) fn write_lua_value(out: &mut Vec<u8>, value: &Value) {
+    const INFALLIBLE: &str = "writing to a Vec cannot fail";
+    match value {
+        Value::String(text) if text.is_err() => {
+            rmp::encode::write_str_len(out, text.as_bytes().len() as u32).expect(INFALLIBLE);
+            out.extend_from_slice(text.as_bytes());
+        }
+        Value::Array(items) => {
+            rmp::encode::write_array_len(out, items.len() as u32).expect(INFALLIBLE);
+            items.iter().for_each(|item| write_lua_value(out, item));
+        }
+        Value::Map(entries) => {
+            rmp::encode::write_map_len(out, entries.len() as u32).expect(INFALLIBLE);
+            for (key, value) in entries {
+                write_lua_value(out, key);
+                write_lua_value(out, value);
+            }
+        }
+        other => rmpv::encode::write_value(out, other).expect(INFALLIBLE),
+    }
+}
+
 /// The text of a str or bin.
 pub(super) fn text(value: &Value) -> Option<String> {
     match value {
