@@ -92,6 +92,9 @@ enum How {
 enum Arg {
     /// `google.protobuf.Empty`: Kong calls the function without arguments.
     None,
+    /// `google.protobuf.Empty` for `get_memory_stats(unit?, scale?)`: Kong's MemoryStats holds
+    /// numbers, so only the default unit (bytes) can be served.
+    BytesUnit,
     /// `String`: the first argument.
     Text,
     /// `Int`: the first argument, or `default` (Kong's own) when it is absent: proto3 would send
@@ -231,7 +234,7 @@ static METHODS: &[Method] = &[
     native("kong.ip.is_trusted", Arg::Text, Reply::Flag),
     native("kong.node.get_id", Arg::None, Reply::Text),
     refuse("kong.node.get_hostname"),
-    native("kong.node.get_memory_stats", Arg::None, Reply::MemoryStats),
+    native("kong.node.get_memory_stats", Arg::BytesUnit, Reply::MemoryStats),
     emulated("kong.plugin.get_id", emulated::plugin_id),
     refuse("kong.cluster.get_id"),
     // kong.request
@@ -249,7 +252,7 @@ static METHODS: &[Method] = &[
     emulated("kong.request.get_raw_path", emulated::raw_path),
     native("kong.request.get_path_with_query", Arg::None, Reply::Text),
     native("kong.request.get_raw_query", Arg::None, Reply::Text),
-    native("kong.request.get_query_arg", Arg::Text, Reply::OptionalText),
+    emulated("kong.request.get_query_arg", emulated::query_arg),
     native("kong.request.get_query", MAX_DEFAULT, Reply::MultiMap),
     native("kong.request.get_header", Arg::Text, Reply::OptionalText),
     native("kong.request.get_headers", MAX_DEFAULT, Reply::MultiMap),
@@ -455,6 +458,16 @@ fn text_field(entity: &Value, name: &str) -> String {
 fn encode_arg(message: Arg, args: &[Value]) -> Result<Vec<u8>, String> {
     Ok(match message {
         Arg::None => Vec::new(),
+        Arg::BytesUnit => match arg(args, 0) {
+            Value::Nil => Vec::new(),
+            unit if unit.as_str() == Some("b") => Vec::new(),
+            unit => {
+                return Err(format!(
+                    "unit {unit}: ProtoBuf:1's MemoryStats carries bytes only; \
+                     serve this plugin with MsgPack:1 for other units"
+                ))
+            }
+        },
         Arg::Text => pb::String {
             v: text_arg(args, 0, "the argument")?,
         }
@@ -467,6 +480,13 @@ fn encode_arg(message: Arg, args: &[Value]) -> Result<Vec<u8>, String> {
             v: truthy(arg(args, 0)),
         }
         .encode_to_vec(),
+        Arg::KeyValue if args.len() > 2 => {
+            return Err(format!(
+                "ProtoBuf:1's KV carries a key and a value, not a third argument ({}): \
+                 serve this plugin with MsgPack:1 to pass it",
+                arg(args, 2)
+            ))
+        }
         Arg::KeyValue => pb::Kv {
             k: utf8_arg(args, 0, "the key")?,
             v: Some(pb_value_of(arg(args, 1))?),
@@ -482,13 +502,31 @@ fn encode_arg(message: Arg, args: &[Value]) -> Result<Vec<u8>, String> {
         }
         .encode_to_vec(),
         Arg::Exit => {
-            let headers = match arg(args, 2) {
+            let mut headers = match arg(args, 2) {
                 Value::Nil => None,
                 headers => Some(map_arg(headers, "the headers")?),
             };
+            let body = match arg(args, 1) {
+                // A table body: what Kong's `send` does with it, as ExitArgs carries only bytes.
+                table @ (Value::Map(_) | Value::Array(_)) => {
+                    let headers = headers.get_or_insert_with(Default::default);
+                    let named = headers.fields.keys().any(|name| {
+                        let name = name.to_ascii_lowercase();
+                        name == "content-type" || name == "content_type"
+                    });
+                    if !named {
+                        headers.fields.insert(
+                            "Content-Type".into(),
+                            pb_value_of(&Value::from("application/json; charset=utf-8"))?,
+                        );
+                    }
+                    convert::cjson_encode(table)?.into_bytes()
+                }
+                _ => text_arg(args, 1, "the body")?,
+            };
             pb::ExitArgs {
                 status: int_arg(args, 0, 0, "the status")?,
-                body: text_arg(args, 1, "the body")?,
+                body,
                 headers,
             }
             .encode_to_vec()
@@ -763,8 +801,9 @@ fn raw_body(result: pb::RawBodyResult) -> Result<Value, String> {
     match result.kind {
         Some(Kind::Content(body)) => Ok(Value::Binary(body)),
         Some(Kind::BodyFilepath(path)) => Err(format!(
-            "the request body is in the file {path} (larger than client_body_buffer_size), \
-             not in memory"
+            "the request body is in the file {path} (larger than client_body_buffer_size), and \
+             ProtoBuf:1's get_raw_body does not read files: raise client_body_buffer_size, or \
+             serve this plugin with MsgPack:1 and pass max_allowed_file_size"
         )),
         Some(Kind::Error(error)) => Err(format!("Kong could not read the body: {error}")),
         None => Err("Kong sent no body".to_string()),

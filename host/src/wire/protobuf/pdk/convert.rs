@@ -156,3 +156,110 @@ pub(super) fn multi_map(map: Struct) -> Value {
             .collect(),
     )
 }
+
+/// A Lua table (as MessagePack) as Kong's `cjson.encode` writes it: compact, `/` escaped as
+/// `\/`, numbers as `%.14g`, an empty table as `{}`. Key order is Lua's hash order in Kong, so
+/// only the document, not its byte order, can match.
+pub(super) fn cjson_encode(value: &Value) -> Result<String, String> {
+    let mut out = String::new();
+    write_cjson(&mut out, value)?;
+    Ok(out)
+}
+
+fn write_cjson(out: &mut String, value: &Value) -> Result<(), String> {
+    match value {
+        Value::Nil => out.push_str("null"),
+        Value::Boolean(flag) => out.push_str(if *flag { "true" } else { "false" }),
+        Value::Integer(n) => out.push_str(&lua_number_text(n.as_f64().unwrap_or_default())?),
+        Value::F32(f) => out.push_str(&lua_number_text(f64::from(*f))?),
+        Value::F64(f) => out.push_str(&lua_number_text(*f)?),
+        Value::String(_) | Value::Binary(_) => {
+            write_cjson_string(out, &text(value).unwrap_or_default())
+        }
+        Value::Array(items) if items.is_empty() => out.push_str("{}"),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_cjson(out, item)?;
+            }
+            out.push(']');
+        }
+        Value::Map(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let key = match key {
+                    Value::String(_) | Value::Binary(_) => text(key).unwrap_or_default(),
+                    Value::Integer(_) | Value::F64(_) => {
+                        let mut number = String::new();
+                        write_cjson(&mut number, key)?;
+                        number
+                    }
+                    other => return Err(format!("table key {other} cannot be JSON")),
+                };
+                write_cjson_string(out, &key);
+                out.push(':');
+                write_cjson(out, item)?;
+            }
+            out.push('}');
+        }
+        Value::Ext(..) => return Err("a MessagePack ext value has no Lua equivalent".into()),
+    }
+    Ok(())
+}
+
+fn write_cjson_string(out: &mut String, text: &str) {
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '/' => out.push_str("\\/"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A number as cjson prints it (`%.14g`); cjson refuses infinities and NaN.
+fn lua_number_text(number: f64) -> Result<String, String> {
+    if !number.is_finite() {
+        return Err(format!("cannot serialise number {number}"));
+    }
+    if number == 0.0 {
+        return Ok(if number.is_sign_negative() { "-0" } else { "0" }.into());
+    }
+    // %.14g: 14 significant digits, scientific below 1e-4 or from 1e14, trailing zeros cut.
+    let scientific = format!("{number:.13e}");
+    let (mantissa, exponent) = scientific.split_once('e').expect("{:e} has an exponent");
+    let exponent: i32 = exponent.parse().expect("an integer exponent");
+    let trim = |digits: &str| -> String {
+        if digits.contains('.') {
+            digits
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+        } else {
+            digits.to_string()
+        }
+    };
+    Ok(if !(-4..14).contains(&exponent) {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exponent.abs())
+    } else {
+        trim(&format!("{number:.*}", (13 - exponent) as usize))
+    })
+}

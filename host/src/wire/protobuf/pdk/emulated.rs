@@ -18,6 +18,32 @@ pub(super) fn plugin_id(kong: &mut Kong<'_>, _: &[Value]) -> Result<Value> {
     kong.call("kong.nginx.get_ctx", &[Value::from("plugin_id")])
 }
 
+/// `get_query()[name]`, its first value when repeated (request.lua, `get_query_arg`). Kong's
+/// own `Request_GetQueryArg` cannot return a flag (`true`): wrapping it in a `String` raises.
+pub(super) fn query_arg(kong: &mut Kong<'_>, args: &[Value]) -> Result<Value> {
+    let name = match arg(args, 0) {
+        Value::String(name) => name.as_bytes().to_vec(),
+        other => {
+            return Err(invalid_call(format!(
+                "kong.request.get_query_arg: query argument name must be a string, not {other}"
+            )))
+        }
+    };
+    let answer = kong.round_trip("kong.request.get_query", Arg::Int { default: 100 }, &[])?;
+    let query = prost_types::Struct::decode(answer.as_slice())
+        .map_err(|error| kong_error(format!("kong.request.get_query: {error}")))?;
+    let value = query
+        .fields
+        .get(String::from_utf8_lossy(&name).as_ref())
+        .map(convert::value_of_pb)
+        .unwrap_or(Value::Nil);
+    Ok(match value {
+        Value::Array(mut values) if !values.is_empty() => values.swap_remove(0),
+        Value::Array(_) => Value::Nil,
+        value => value,
+    })
+}
+
 /// `ngx.var.request_uri` up to its query (request.lua, `get_raw_path`).
 pub(super) fn raw_path(kong: &mut Kong<'_>, _: &[Value]) -> Result<Value> {
     let uri = kong.call("kong.nginx.get_var", &[Value::from("request_uri")])?;
@@ -279,7 +305,11 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
     let message = match arg(args, 1) {
         Value::Nil => default_error_message(status),
         text @ (Value::String(_) | Value::Binary(_)) => convert::text(text).unwrap_or_default(),
-        other => serde_json::to_string(&json_of(other)).unwrap_or_default(),
+        other => convert::cjson_encode(other).map_err(|why| {
+            invalid_call(format!(
+                "{METHOD}: could not JSON encode the error message: {why}"
+            ))
+        })?,
     };
     let mut headers = match arg(args, 2) {
         Value::Map(headers) => headers.clone(),
@@ -459,33 +489,4 @@ fn default_error_message(status: i64) -> String {
         _ => return format!("The upstream server responded with {status}"),
     };
     known.to_string()
-}
-
-/// A MessagePack message table as JSON, for `cjson.encode` of a table message.
-fn json_of(value: &Value) -> serde_json::Value {
-    match value {
-        Value::Nil => serde_json::Value::Null,
-        Value::Boolean(flag) => serde_json::Value::Bool(*flag),
-        Value::Integer(n) => n
-            .as_i64()
-            .map_or(serde_json::Value::Null, serde_json::Value::from),
-        Value::F32(f) => serde_json::Value::from(f64::from(*f)),
-        Value::F64(f) => serde_json::Value::from(*f),
-        Value::String(_) | Value::Binary(_) => {
-            serde_json::Value::from(convert::text(value).unwrap_or_default())
-        }
-        Value::Array(items) => serde_json::Value::Array(items.iter().map(json_of).collect()),
-        Value::Map(entries) => serde_json::Value::Object(
-            entries
-                .iter()
-                .map(|(key, value)| {
-                    (
-                        convert::text(key).unwrap_or_else(|| key.to_string()),
-                        json_of(value),
-                    )
-                })
-                .collect(),
-        ),
-        Value::Ext(..) => serde_json::Value::Null,
-    }
 }
