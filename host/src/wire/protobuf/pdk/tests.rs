@@ -11,8 +11,11 @@ use std::collections::{BTreeMap, VecDeque};
 #[derive(Default)]
 struct FakeKong {
     replies: VecDeque<Vec<u8>>,
-    sent: Vec<(String, Vec<u8>)>,
+    sent: Sent,
 }
+
+/// The round trips a call made: method name and argument frame.
+type Sent = Vec<(String, Vec<u8>)>;
 
 impl RoundTrip for FakeKong {
     fn round_trip(&mut self, method: &str, args: &[u8]) -> Result<Vec<u8>, HostError> {
@@ -36,7 +39,7 @@ fn run(
     method: &str,
     args: Vec<Value>,
     replies: Vec<Vec<u8>>,
-) -> (Result<Value, HostError>, Vec<(String, Vec<u8>)>) {
+) -> (Result<Value, HostError>, Sent) {
     let (result, sent) = run_to_bytes(method, args, replies);
     let result = result.map(|bytes| rmpv::decode::read_value(&mut bytes.as_slice()).unwrap());
     (result, sent)
@@ -47,7 +50,7 @@ fn run_to_bytes(
     method: &str,
     args: Vec<Value>,
     replies: Vec<Vec<u8>>,
-) -> (Result<Vec<u8>, HostError>, Vec<(String, Vec<u8>)>) {
+) -> (Result<Vec<u8>, HostError>, Sent) {
     let mut kong = FakeKong {
         replies: replies.into(),
         sent: Vec::new(),
