@@ -35,11 +35,7 @@ fn msgpack(value: &Value) -> Vec<u8> {
 
 /// Runs `method(args)` with Kong answering `replies` in order; the decoded result and the
 /// frames sent.
-fn run(
-    method: &str,
-    args: Vec<Value>,
-    replies: Vec<Vec<u8>>,
-) -> (Result<Value, HostError>, Sent) {
+fn run(method: &str, args: Vec<Value>, replies: Vec<Vec<u8>>) -> (Result<Value, HostError>, Sent) {
     let (result, sent) = run_to_bytes(method, args, replies);
     let result = result.map(|bytes| rmpv::decode::read_value(&mut bytes.as_slice()).unwrap());
     (result, sent)
