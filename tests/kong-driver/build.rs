@@ -17,7 +17,11 @@ fn main() {
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
-    let descriptors = protox::compile(&protos, [&dir]).expect("host/proto compiles");
+    let mut compiler = protox::Compiler::new([&dir]).expect("host/proto");
+    compiler.include_imports(true);
+    compiler.open_files(&protos).expect("host/proto compiles");
+    // Encoded by protox itself, which keeps the custom `MethodName` options that a round trip
+    // through prost's types would drop.
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("kong.fds");
-    std::fs::write(out, prost::Message::encode_to_vec(&descriptors)).expect("write kong.fds");
+    std::fs::write(out, compiler.encode_file_descriptor_set()).expect("write kong.fds");
 }

@@ -125,7 +125,7 @@ impl Connection {
             Ok(0) => {
                 let partial = self.frames.buffer().len();
                 if partial > 0 {
-                    tracing::debug!(
+                    tracing::warn!(
                         "connection closed in the middle of a message ({partial} bytes)"
                     );
                 }

@@ -3,7 +3,11 @@
 //! ProtoBuf input; fail-closed exits. Real host process, real `.so` files, real sockets.
 
 use e2e::{artifacts, get, Setup};
-use kong_driver::{EventEnd, KongClient, LuaValue, ProtoBufClient, SimRequest};
+use kong_driver::{
+    pb_encode, pb_frame, pb_message, run_event, Error, EventEnd, KongClient, LuaValue,
+    ProtoBufClient, RawConn, SimRequest,
+};
+use std::time::Duration;
 
 fn hello() -> Setup {
     Setup::new(&[(&artifacts().hello, "librust_hello.so")])
@@ -98,4 +102,269 @@ async fn x_deny_over_protobuf_ends_the_request_with_403_and_the_event_with_it() 
         .await
         .unwrap();
     assert_eq!(get(&status, "EventsInFlight").as_u64(), Some(0));
+}
+
+fn examples() -> Setup {
+    let files: Vec<(&std::path::Path, &str)> = artifacts()
+        .examples
+        .iter()
+        .map(|path| (path.as_path(), path.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    Setup::new(&files)
+}
+
+#[tokio::test]
+async fn rust_phases_over_protobuf_in_every_phase_as_over_msgpack() {
+    let setup = examples();
+    let host = setup.start(&[]);
+    let kong = ProtoBufClient::new(host.socket("rust-phases"));
+    let id = kong.start_instance("rust-phases", "{}").await.unwrap().id;
+    let mut request = SimRequest::new()
+        .path("/orders?page=2")
+        .status(201)
+        .service_response(201, "twelve bytes");
+
+    for phase in ["rewrite", "access", "response", "log"] {
+        let outcome = kong.run_event(id, phase, &mut request).await.unwrap();
+        assert_eq!(outcome.end, EventEnd::Ret, "{phase}");
+    }
+    assert_eq!(request.upstream_headers().get_str("x-rewrite"), Some("1"));
+    assert_eq!(request.upstream_headers().get_str("x-shared"), Some("r-ok"));
+    assert_eq!(
+        request.response_headers().get_str("x-upstream-status"),
+        Some("201")
+    );
+    assert_eq!(
+        request.response_headers().get_str("x-upstream-body-len"),
+        Some("12")
+    );
+    assert_eq!(
+        request.logs(),
+        [(
+            "notice".to_string(),
+            "rust-phases log: status=201 uri=/orders?page=2".to_string()
+        )]
+    );
+}
+
+/// A good ProtoBuf:1 event of rust-hello: what every bad-input test runs beside its bad bytes.
+async fn good_event(kong: &ProtoBufClient, id: i64) {
+    let mut request = SimRequest::new().header("host", "example.com");
+    let outcome = kong.run_event(id, "access", &mut request).await.unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+    assert_eq!(
+        request.upstream_headers().get_str("x-hello"),
+        Some("Hello hi from rust")
+    );
+}
+
+#[tokio::test]
+async fn both_protocols_on_one_socket_at_once_share_one_instance_and_the_statistics() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    let socket = host.socket("rust-hello");
+    let pb = ProtoBufClient::new(&socket);
+    let mp = KongClient::new(&socket);
+    let pb_id = pb.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let mp_id = mp.start_instance("rust-hello", CONFIG).await.unwrap().id;
+
+    let mut events = tokio::task::JoinSet::new();
+    for n in 0..40 {
+        let (pb, mp) = (pb.clone(), mp.clone());
+        events.spawn(async move {
+            let mut request = SimRequest::new().header("host", format!("h{n}"));
+            let outcome = if n % 2 == 0 {
+                pb.run_event(pb_id, "access", &mut request).await.unwrap()
+            } else {
+                run_event(&mp, mp_id, "access", &mut request).await.unwrap()
+            };
+            assert_eq!(outcome.end, EventEnd::Ret);
+            let host_header = request.upstream_headers().get_str("x-hello-host");
+            assert_eq!(host_header, Some(format!("h{n}").as_str()));
+        });
+    }
+    while let Some(done) = events.join_next().await {
+        done.unwrap();
+    }
+
+    let status = mp.call("plugin.GetStatus", LuaValue::Nil).await.unwrap();
+    let plugin = get(get(&status, "Plugins"), "rust-hello");
+    // One config, started over either protocol, is one instance.
+    assert_eq!(get(plugin, "Constructed").as_u64(), Some(1));
+    assert_eq!(get(plugin, "LiveInstances").as_u64(), Some(1));
+    let access = get(get(plugin, "Stats"), "access");
+    assert_eq!(get(access, "events").as_u64(), Some(40));
+    assert_eq!(get(access, "pdk_calls").as_u64(), Some(40 * 5));
+    // Either client can use the other's id.
+    good_event(&pb, mp_id).await;
+    let mut request = SimRequest::new().header("host", "x");
+    let outcome = run_event(&mp, pb_id, "access", &mut request).await.unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+}
+
+#[tokio::test]
+async fn a_protobuf_frame_that_opens_like_a_msgpack_request_is_read_as_protobuf() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    let pb = ProtoBufClient::new(host.socket("rust-hello"));
+    // A StartInstance of exactly 148 bytes: its length opens the stream 94 00 00 00, and
+    // 0x94 opens every MsgPack:1 request too.
+    let call = |sequence: i64, config: &str| {
+        let start = LuaValue::map([("name", "rust-hello"), ("config", config)]);
+        let call = LuaValue::Map(vec![
+            (LuaValue::str("sequence"), LuaValue::int(sequence)),
+            (LuaValue::str("cmd_start_instance"), start),
+        ]);
+        pb_encode(&pb_message("kong_plugin_protocol.RpcCall"), &call).unwrap()
+    };
+    // Varint lengths jump over some totals: a longer sequence shifts the total by one.
+    let (sequence, payload) = [2, 300]
+        .into_iter()
+        .flat_map(|sequence| (0..148).map(move |pad| (sequence, pad)))
+        .map(|(sequence, pad)| {
+            let config = format!(r#"{{"message":"{}"}}"#, "x".repeat(pad));
+            (sequence, call(sequence, &config))
+        })
+        .find(|(_, payload)| payload.len() == 148)
+        .expect("a config that makes the call 148 bytes");
+    let mut conn = RawConn::connect(host.socket("rust-hello")).await.unwrap();
+    let framed = pb_frame(&payload);
+    assert_eq!(framed[..4], [0x94, 0x00, 0x00, 0x00]);
+    conn.send(&framed).await.unwrap();
+    let reply = conn.read_exact(4).await.unwrap();
+    let len = u32::from_le_bytes(reply[..4].try_into().unwrap()) as usize;
+    let reply = conn.read_exact(len).await.unwrap();
+    let reply = kong_driver::pb_decode(&pb_message("kong_plugin_protocol.RpcReturn"), &reply);
+    let reply = reply.unwrap();
+    assert_eq!(
+        kong_driver::lua_field(&reply, "sequence"),
+        LuaValue::int(sequence)
+    );
+    let status = kong_driver::lua_field(&reply, "instance_status");
+    assert!(matches!(
+        kong_driver::lua_field(&status, "instance_id"),
+        LuaValue::Num(_)
+    ));
+    // And the instance it started serves an event.
+    let id = pb.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    good_event(&pb, id).await;
+}
+
+/// Sends `bytes` on a fresh connection while a good event runs, and checks that only that
+/// connection closed, with `logged` in the host's log.
+async fn refused_alone(host: &e2e::Host, bytes: &[u8], close_write: bool, logged: &str) {
+    let pb = ProtoBufClient::new(host.socket("rust-hello"));
+    let id = pb.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let mut bad = RawConn::connect(host.socket("rust-hello")).await.unwrap();
+    tokio::join!(good_event(&pb, id), async {
+        bad.send(bytes).await.unwrap();
+        if close_write {
+            bad.shutdown_write().await.unwrap();
+        }
+    });
+    assert!(bad.is_closed(Duration::from_secs(5)).await, "{logged}");
+    host.wait_for_log(logged, Duration::from_secs(5));
+    good_event(&pb, id).await;
+}
+
+#[tokio::test]
+async fn bad_protobuf_input_closes_only_its_connection_with_a_clear_log_line() {
+    let setup = hello();
+    let host = setup.start(&["--max-frame-bytes", "65536"]);
+    // A length beyond the limit: refused from its 4 bytes, nothing waited for.
+    let huge = (1u32 << 30).to_le_bytes();
+    let limit = "ProtoBuf:1 message exceeds the 65536-byte frame limit";
+    refused_alone(&host, &huge, false, limit).await;
+    // A truncated frame: 20 bytes announced, 5 sent, then Kong's side closes.
+    let mut truncated = 20u32.to_le_bytes().to_vec();
+    truncated.extend([0x08, 0x02, 0xa2, 0x02, 0x0a]);
+    let closed = "connection closed in the middle of a message (9 bytes)";
+    refused_alone(&host, &truncated, true, closed).await;
+    // An RpcCall whose oneof is a field Kong's .proto does not have (40).
+    let unknown = pb_frame(&[0x08, 0x02, 0xc2, 0x02, 0x00]);
+    let oneof = "RpcCall without a call this host knows (an empty or unknown oneof)";
+    refused_alone(&host, &unknown, false, oneof).await;
+    // Bytes that are no protobuf message at all.
+    let garbage = pb_frame(&[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    refused_alone(&host, &garbage, false, "undecodable ProtoBuf:1 RpcCall").await;
+}
+
+fn faulty() -> Setup {
+    Setup::new(&[(&artifacts().faulty, "librust_faulty.so")])
+}
+
+#[tokio::test]
+async fn a_method_kongs_protobuf_does_not_serve_fails_the_call_by_name_and_the_event_goes_on() {
+    let setup = faulty();
+    let host = setup.start(&[]);
+    let kong = ProtoBufClient::new(host.socket("rust-faulty"));
+    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let mut request = SimRequest::new().header("x-fault", "unserved");
+    let outcome = kong.run_event(id, "access", &mut request).await.unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+    // No round trip for it: Kong saw the header read and the log line only.
+    let methods: Vec<&str> = outcome.calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(methods, ["kong.request.get_header", "kong.log.err"]);
+    let (level, line) = &request.logs()[0];
+    assert_eq!(level, "err");
+    assert!(line.contains("kong.node.get_hostname"), "{line}");
+    assert!(line.contains("ProtoBuf:1"), "{line}");
+    assert!(line.contains("serve this plugin with MsgPack:1"), "{line}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_over_protobuf_ends_its_request_with_500_unless_it_fails_open() {
+    let setup = faulty();
+    let host = setup.start(&[]);
+    let kong = ProtoBufClient::new(host.socket("rust-faulty"));
+    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    for fault in ["panic", "panic-late", "error"] {
+        let mut request = SimRequest::new().header("x-fault", fault);
+        let outcome = kong.run_event(id, "access", &mut request).await.unwrap();
+        let exit = outcome
+            .exit()
+            .unwrap_or_else(|| panic!("{fault}: {outcome:?}"));
+        assert_eq!(exit.status(), Some(500), "{fault}");
+    }
+    host.wait_for_log("handler panicked at", Duration::from_secs(5));
+    drop(host);
+
+    let host = setup.start(&["--fail-open", "rust-faulty"]);
+    let kong = ProtoBufClient::new(host.socket("rust-faulty"));
+    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let mut request = SimRequest::new().header("x-fault", "panic");
+    let outcome = kong.run_event(id, "access", &mut request).await.unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+}
+
+#[tokio::test]
+async fn errors_over_protobuf_make_kong_replay_a_lost_instance_and_fail_anything_else() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    let kong = ProtoBufClient::new(host.socket("rust-hello"));
+    let mut request = SimRequest::new();
+    // An unknown instance: the connection closes, which Kong reads as "restart it and replay".
+    let lost = kong
+        .run_event(12345, "access", &mut request)
+        .await
+        .unwrap_err();
+    assert!(matches!(lost, Error::Closed), "{lost}");
+    assert!(lost.kong_replays());
+    host.wait_for_log("no plugin instance 12345", Duration::from_secs(5));
+    // A config the plugin refuses: a failed call (Kong's assert on the sequence), not a replay,
+    // which would start the same refused instance forever.
+    let refused = kong
+        .start_instance("rust-hello", r#"{"message":5}"#)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("assertion failed"),
+        "{refused}"
+    );
+    assert!(!refused.kong_replays());
+    host.wait_for_log("field `message`", Duration::from_secs(5));
+    // The host serves on.
+    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    good_event(&kong, id).await;
+    assert_eq!(kong.instance_status(id).await.unwrap().id, id);
 }

@@ -148,20 +148,30 @@ impl ProtoBufClient {
     /// `Rpc:call_start_instance`: `config` is the plugin's configuration as JSON text.
     pub async fn start_instance(&self, name: &str, config_json: &str) -> Result<Instance> {
         let data = LuaValue::map([("name", name), ("config", config_json)]);
-        let reply = self.call("cmd_start_instance", data, None).await?.0;
+        let reply = self
+            .call::<crate::sim::SimRequest>("cmd_start_instance", data, None)
+            .await?
+            .0;
         Instance::from_reply(reply)
     }
 
     /// `Rpc:call_close_instance` (Kong ignores what it returns).
     pub async fn close_instance(&self, id: i64) -> Result<LuaValue> {
         let data = LuaValue::map([("instance_id", LuaValue::int(id))]);
-        Ok(self.call("cmd_close_instance", data, None).await?.0)
+        Ok(self
+            .call::<crate::sim::SimRequest>("cmd_close_instance", data, None)
+            .await?
+            .0)
     }
 
     /// `cmd_get_instance_status`.
     pub async fn instance_status(&self, id: i64) -> Result<Instance> {
         let data = LuaValue::map([("instance_id", LuaValue::int(id))]);
-        Instance::from_reply(self.call("cmd_get_instance_status", data, None).await?.0)
+        Instance::from_reply(
+            self.call::<crate::sim::SimRequest>("cmd_get_instance_status", data, None)
+                .await?
+                .0,
+        )
     }
 
     /// `Rpc:handle_event`'s call: `cmd_handle_event`, then the PDK loop, each call answered by
@@ -194,11 +204,11 @@ impl ProtoBufClient {
     }
 
     /// `Rpc:call`: the decoded `RpcReturn` and the call's sequence.
-    async fn call(
+    async fn call<R: PdkResponder>(
         &self,
         method: &str,
         data: LuaValue,
-        bridge: Option<&mut Bridge<'_>>,
+        bridge: Option<&mut Bridge<'_, R>>,
     ) -> Result<(LuaValue, i64)> {
         let sequence = self.inner.msg_id.fetch_add(1, Ordering::Relaxed) + 2;
         let mut stream = self.checkout().await?;
@@ -291,13 +301,13 @@ impl Instance {
 }
 
 /// The PDK side of one event: `call_pdk` with the responder as Kong's PDK.
-struct Bridge<'a> {
-    responder: &'a mut dyn PdkResponder,
+struct Bridge<'a, R: PdkResponder> {
+    responder: &'a mut R,
     calls: Vec<PdkCall>,
     exit: Option<Exit>,
 }
 
-impl Bridge<'_> {
+impl<R: PdkResponder> Bridge<'_, R> {
     /// `call_pdk`: the reply frame, or the error `Rpc:call` returns (`method not found`) or the
     /// Lua error Kong raises (an undecodable argument).
     fn call_pdk(&mut self, method: &str, args: &[u8]) -> std::result::Result<Vec<u8>, String> {
