@@ -4,9 +4,41 @@
 use crate::loader::LoadedPlugin;
 use serde_json::{json, Value};
 
-/// `{"Protocol": "MsgPack:1", "Plugins": [...]}`: accepted by Kong 3.0 through 3.9+. Kong 3.9+
-/// registers only the first plugin, so a 3.9 query command dumps exactly one.
-pub fn dump<'a>(plugins: impl IntoIterator<Item = &'a LoadedPlugin>) -> Value {
+/// The protocol the dump tells Kong to speak (its `"Protocol"` key, process.lua: absent means
+/// MsgPack:1). Kong 3.8+ picks its client by it: `mp_rpc.lua` lets a request through when the
+/// host cannot be reached, `pb_rpc.lua` answers it 500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// "MsgPack:1": every Kong 3.x; fails open when the host is gone.
+    #[value(name = "msgpack")]
+    MsgPack,
+    /// "ProtoBuf:1": Kong 3.8+ only; fails closed (500) when the host is gone.
+    #[value(name = "protobuf")]
+    ProtoBuf,
+}
+
+impl Protocol {
+    /// The name Kong knows it by.
+    pub fn kong_name(self) -> &'static str {
+        match self {
+            Protocol::MsgPack => "MsgPack:1",
+            Protocol::ProtoBuf => "ProtoBuf:1",
+        }
+    }
+
+    /// The `--protocol` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Protocol::MsgPack => "msgpack",
+            Protocol::ProtoBuf => "protobuf",
+        }
+    }
+}
+
+/// `{"Protocol": "MsgPack:1" | "ProtoBuf:1", "Plugins": [...]}`: accepted by Kong 3.0 through
+/// 3.9+ (ProtoBuf:1 from 3.8). Kong 3.9+ registers only the first plugin, so a 3.9 query
+/// command dumps exactly one.
+pub fn dump<'a>(plugins: impl IntoIterator<Item = &'a LoadedPlugin>, protocol: Protocol) -> Value {
     let plugins: Vec<Value> = plugins
         .into_iter()
         .map(|plugin| {
@@ -19,5 +51,5 @@ pub fn dump<'a>(plugins: impl IntoIterator<Item = &'a LoadedPlugin>) -> Value {
             })
         })
         .collect();
-    json!({ "Protocol": "MsgPack:1", "Plugins": plugins })
+    json!({ "Protocol": protocol.kong_name(), "Plugins": plugins })
 }

@@ -81,6 +81,11 @@ enum Command {
         all: bool,
         #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
         plugins_dir: PathBuf,
+        /// The protocol Kong is told to speak (the dump's "Protocol"): protobuf (Kong 3.8+; a
+        /// request fails with 500 when the host is gone) or msgpack (any Kong 3.x; the request
+        /// goes on without the plugin). The host answers both on every socket.
+        #[arg(long, value_enum, default_value = "msgpack")]
+        protocol: dump::Protocol,
     },
     /// Print the kong.conf lines (or KONG_* variables) for every plugin in the plugins dir.
     KongConf(KongConfArgs),
@@ -129,6 +134,22 @@ struct KongConfArgs {
     /// for every plugin (`serve --single-socket`, `dump --all`).
     #[arg(long, value_name = "NAME")]
     single_socket: Option<String>,
+    /// The protocol Kong speaks to plugin NAME (to every plugin of the --single-socket entry
+    /// NAME), overriding the version's: protobuf is Kong 3.8+'s default here (a request fails
+    /// with 500 when the host is gone), msgpack 3.4–3.7's (the request goes on without the
+    /// plugin). Repeatable.
+    #[arg(long = "protocol", value_name = "NAME=msgpack|protobuf", value_parser = parse_protocol)]
+    protocols: Vec<(String, dump::Protocol)>,
+}
+
+fn parse_protocol(text: &str) -> Result<(String, dump::Protocol), String> {
+    use clap::ValueEnum;
+    let (name, protocol) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=msgpack or NAME=protobuf"))?;
+    let protocol = dump::Protocol::from_str(protocol, false)
+        .map_err(|_| format!("{protocol:?} is not msgpack or protobuf"))?;
+    Ok((name.to_string(), protocol))
 }
 
 /// Runs the `kong-rust-host` command line.
@@ -161,7 +182,8 @@ pub fn main() -> ExitCode {
             name,
             all: _,
             plugins_dir,
-        } => dump(name.as_deref(), &plugins_dir),
+            protocol,
+        } => dump(name.as_deref(), &plugins_dir, protocol),
         Command::KongConf(args) => kong_conf(args),
         Command::WaitReady {
             socket_dir,
@@ -613,12 +635,12 @@ fn read_plugins_dir(dir: &Path) -> Result<DirContents, String> {
         .map_err(|error| format!("cannot read plugins dir {}: {error}", dir.display()))
 }
 
-fn dump(name: Option<&str>, plugins_dir: &Path) -> Result<(), String> {
+fn dump(name: Option<&str>, plugins_dir: &Path, protocol: dump::Protocol) -> Result<(), String> {
     let plugins = match name {
         Some(name) => vec![find_plugin(name, plugins_dir)?],
         None => load_plugins(plugins_dir)?,
     };
-    println!("{}", dump::dump(&plugins));
+    println!("{}", dump::dump(&plugins, protocol));
     Ok(())
 }
 
@@ -671,6 +693,19 @@ fn kong_conf(args: KongConfArgs) -> Result<(), String> {
     };
     let absolute = |path: &Path| std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let names: Vec<String> = plugins.iter().map(|p| p.name.clone()).collect();
+    for (name, _) in &args.protocols {
+        let entry = args.single_socket.as_deref() == Some(name.as_str());
+        if !entry && !names.contains(name) {
+            return Err(format!(
+                "--protocol {name}=…: {name} is not a plugin in {}{}",
+                args.plugins_dir.display(),
+                args.single_socket
+                    .as_deref()
+                    .map(|entry| format!(" (nor the --single-socket entry {entry})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
     let plugins_dir = args.kong_plugins_dir.unwrap_or(args.plugins_dir);
     let text = kong_conf::render(&kong_conf::Request {
         version,
@@ -678,6 +713,7 @@ fn kong_conf(args: KongConfArgs) -> Result<(), String> {
         single_socket: args.single_socket.as_deref(),
         kong_start: args.kong_start,
         names: &names,
+        protocols: &args.protocols,
         binary: &absolute(&binary),
         plugins_dir: &absolute(&plugins_dir),
         socket_dir: &absolute(&args.socket_dir),

@@ -368,3 +368,94 @@ async fn errors_over_protobuf_make_kong_replay_a_lost_instance_and_fail_anything
     good_event(&kong, id).await;
     assert_eq!(kong.instance_status(id).await.unwrap().id, id);
 }
+
+/// The query commands `kong-conf` prints for `extra`, by plugin.
+fn query_cmds(dir: &std::path::Path, extra: &[&str]) -> Vec<(String, Vec<String>)> {
+    let args = [
+        &["kong-conf", "--plugins-dir", dir.to_str().unwrap()][..],
+        extra,
+    ]
+    .concat();
+    let (status, stdout, stderr) = e2e::run_host(&args);
+    assert!(status.success(), "{stderr}");
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once("_query_cmd = "))
+        .map(|(key, cmd)| {
+            let words = cmd.split(' ').map(str::to_string).collect();
+            (key.trim_start_matches("pluginserver_").to_string(), words)
+        })
+        .collect()
+}
+
+/// What Kong reads from running `command` (its first word is this host's binary).
+fn protocol_kong_reads(command: &[String]) -> String {
+    let args: Vec<&str> = command[1..].iter().map(String::as_str).collect();
+    let (status, stdout, stderr) = e2e::run_host(&args);
+    assert!(status.success(), "{stderr}");
+    let dump: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    dump["Protocol"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn kong_conf_tells_kong_3_8_and_later_protobuf_and_older_msgpack_per_plugin_overridable() {
+    let setup = Setup::new(&[
+        (&artifacts().hello, "librust_hello.so"),
+        (&artifacts().faulty, "librust_faulty.so"),
+    ]);
+    let dir = setup.plugins.path();
+    for (extra, hello, faulty) in [
+        (&[][..], "ProtoBuf:1", "ProtoBuf:1"),
+        (&["--kong-version", "3.8"][..], "ProtoBuf:1", "ProtoBuf:1"),
+        (&["--kong-version", "3.9"][..], "ProtoBuf:1", "ProtoBuf:1"),
+        (&["--kong-version", "3.4"][..], "MsgPack:1", "MsgPack:1"),
+        (&["--kong-version", "3.7"][..], "MsgPack:1", "MsgPack:1"),
+        (
+            &["--protocol", "rust-hello=msgpack"][..],
+            "MsgPack:1",
+            "ProtoBuf:1",
+        ),
+        (
+            &["--kong-version", "3.8", "--protocol", "rust-faulty=msgpack"][..],
+            "ProtoBuf:1",
+            "MsgPack:1",
+        ),
+    ] {
+        let cmds = query_cmds(dir, extra);
+        let read: Vec<(&str, String)> = cmds
+            .iter()
+            .map(|(key, cmd)| (key.as_str(), protocol_kong_reads(cmd)))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                ("rust_faulty", faulty.to_string()),
+                ("rust_hello", hello.to_string())
+            ],
+            "{extra:?}"
+        );
+    }
+    let (status, _, stderr) = e2e::run_host(&[
+        "kong-conf",
+        "--plugins-dir",
+        dir.to_str().unwrap(),
+        "--kong-version",
+        "3.4",
+        "--protocol",
+        "rust-hello=protobuf",
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("Kong before 3.8 speaks only MsgPack:1"),
+        "{stderr}"
+    );
+    let (status, _, stderr) = e2e::run_host(&[
+        "kong-conf",
+        "--plugins-dir",
+        dir.to_str().unwrap(),
+        "--protocol",
+        "rust-nope=protobuf",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("rust-nope is not a plugin"), "{stderr}");
+}
