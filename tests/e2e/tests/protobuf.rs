@@ -290,7 +290,7 @@ async fn bad_protobuf_input_closes_only_its_connection_with_a_clear_log_line() {
 }
 
 fn faulty() -> Setup {
-    Setup::new(&[(&artifacts().faulty, "librust_faulty.so")])
+    Setup::new(&[(&artifacts().faulty, "libfixture_faulty.so")])
 }
 
 #[tokio::test]
@@ -401,7 +401,7 @@ fn protocol_kong_reads(command: &[String]) -> String {
 fn kong_conf_tells_kong_3_8_and_later_protobuf_and_older_msgpack_per_plugin_overridable() {
     let setup = Setup::new(&[
         (&artifacts().hello, "librust_hello.so"),
-        (&artifacts().faulty, "librust_faulty.so"),
+        (&artifacts().faulty, "libfixture_faulty.so"),
     ]);
     let dir = setup.plugins.path();
     for (extra, hello, faulty) in [
@@ -458,4 +458,172 @@ fn kong_conf_tells_kong_3_8_and_later_protobuf_and_older_msgpack_per_plugin_over
     ]);
     assert!(!status.success());
     assert!(stderr.contains("rust-nope is not a plugin"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_upgrade_under_protobuf_load_fails_no_event_and_moves_the_idle_connections() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let setup = hello();
+    let old = setup.start(&[]);
+    let kong = ProtoBufClient::new(old.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (kong, stop) = (kong.clone(), Arc::clone(&stop));
+        workers.spawn(async move {
+            let (mut served, mut failures) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let mut request = SimRequest::new().header("host", "example.com");
+                match kong.run_event(id, "access", &mut request).await {
+                    Ok(outcome)
+                        if outcome.end == EventEnd::Ret
+                            && request.upstream_headers().get_str("x-hello")
+                                == Some("Hello hi from rust") =>
+                    {
+                        served += 1
+                    }
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            (served, failures)
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = e2e::Host::start(setup.plugins.path(), setup.sockets.path(), &["--upgrade"]);
+    let handed = old.wait_for_log("no event left here", Duration::from_secs(30));
+    let moved: usize = handed
+        .split("handed over ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{handed}"));
+    assert!(moved >= 1, "{handed}");
+    assert!(old.wait(Duration::from_secs(10)).success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut served, mut failures) = (0, Vec::new());
+    while let Some(result) = workers.join_next().await {
+        let (s, f) = result.unwrap();
+        served += s;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..1]
+    );
+    assert!(served > 0);
+    // The connections Kong pooled carry on with the new host: no new one was needed for them.
+    let opened = kong.connections_opened();
+    good_event(&kong, id).await;
+    assert_eq!(kong.connections_opened(), opened);
+    let status = KongClient::new(new.socket("rust-hello"))
+        .call("plugin.GetStatus", LuaValue::Nil)
+        .await
+        .unwrap();
+    assert_eq!(get(&status, "Pid").as_u64(), Some(new.pid() as u64));
+}
+
+/// An access event of rust-faulty over ProtoBuf:1 whose handler sleeps `hang_ms` (its
+/// instance's config) in plugin code: it holds a place under --max-events-per-plugin.
+fn hold_place(
+    kong: &ProtoBufClient,
+    id: i64,
+) -> tokio::task::JoinHandle<kong_driver::Result<EventEnd>> {
+    let kong = kong.clone();
+    tokio::spawn(async move {
+        let mut request = SimRequest::new().header("x-fault", "hang");
+        kong.run_event(id, "access", &mut request)
+            .await
+            .map(|o| o.end)
+    })
+}
+
+#[tokio::test]
+async fn a_plugin_at_its_event_limit_over_protobuf_answers_503_and_recovers() {
+    let setup = faulty();
+    let host = setup.start(&["--max-events-per-plugin", "2"]);
+    let kong = ProtoBufClient::new(host.socket("rust-faulty"));
+    let id = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let hanging = kong
+        .start_instance("rust-faulty", r#"{"hang_ms":1500}"#)
+        .await
+        .unwrap()
+        .id;
+    let held = [hold_place(&kong, hanging), hold_place(&kong, hanging)];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut request = SimRequest::new();
+    let refused = kong.run_event(id, "access", &mut request).await.unwrap();
+    assert_eq!(refused.exit().expect("an exit").status(), Some(503));
+    let methods: Vec<&str> = refused.calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(methods, ["kong.response.exit"]);
+    host.wait_for_log(
+        "2 events in flight (--max-events-per-plugin)",
+        Duration::from_secs(5),
+    );
+    for event in held {
+        assert_eq!(event.await.unwrap().unwrap(), EventEnd::Ret);
+    }
+    let mut request = SimRequest::new();
+    let outcome = kong.run_event(id, "access", &mut request).await.unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+}
+
+#[tokio::test]
+async fn a_handler_stuck_past_the_event_timeout_over_protobuf_fails_its_request_not_a_replay() {
+    let setup = faulty();
+    let host = setup.start(&["--event-timeout", "1"]);
+    let kong = ProtoBufClient::new(host.socket("rust-faulty"));
+    let hanging = kong
+        .start_instance("rust-faulty", r#"{"hang_ms":3000}"#)
+        .await
+        .unwrap()
+        .id;
+    let stuck = hold_place(&kong, hanging).await.unwrap().unwrap_err();
+    assert!(stuck.to_string().contains("assertion failed"), "{stuck}");
+    assert!(!stuck.kong_replays());
+    host.wait_for_log("handler did not answer within 1s", Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_event_kong_stops_answering_over_protobuf_is_reclaimed_and_its_connection_closed() {
+    let setup = hello();
+    let host = setup.start(&["--kong-step-timeout", "1"]);
+    let kong = ProtoBufClient::new(host.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    // Kong's side of an event that raised inside Kong: it reads the first PDK call, then
+    // never answers it.
+    let handle = LuaValue::Map(vec![
+        (LuaValue::str("sequence"), LuaValue::int(2)),
+        (
+            LuaValue::str("cmd_handle_event"),
+            LuaValue::map([
+                ("instance_id", LuaValue::int(id)),
+                ("event_name", LuaValue::str("access")),
+            ]),
+        ),
+    ]);
+    let call = pb_encode(&pb_message("kong_plugin_protocol.RpcCall"), &handle).unwrap();
+    let mut silent = RawConn::connect(host.socket("rust-hello")).await.unwrap();
+    silent.send(&pb_frame(&call)).await.unwrap();
+    let name_len = u32::from_le_bytes(silent.read_exact(4).await.unwrap().try_into().unwrap());
+    let name = silent.read_exact(name_len as usize).await.unwrap();
+    assert_eq!(name, b"kong.request.get_header");
+    let args_len = u32::from_le_bytes(silent.read_exact(4).await.unwrap().try_into().unwrap());
+    silent.read_exact(args_len as usize).await.unwrap();
+    assert!(silent.is_closed(Duration::from_secs(5)).await);
+    host.wait_for_log(
+        "Kong never answered kong.request.get_header",
+        Duration::from_secs(5),
+    );
+    good_event(&kong, id).await;
+    let status = KongClient::new(host.socket("rust-hello"))
+        .call("plugin.GetStatus", LuaValue::Nil)
+        .await
+        .unwrap();
+    assert_eq!(get(&status, "EventsInFlight").as_u64(), Some(0));
 }
