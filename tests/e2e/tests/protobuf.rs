@@ -627,3 +627,35 @@ async fn an_event_kong_stops_answering_over_protobuf_is_reclaimed_and_its_connec
         .unwrap();
     assert_eq!(get(&status, "EventsInFlight").as_u64(), Some(0));
 }
+
+#[tokio::test]
+async fn dedicated_mode_and_a_single_socket_answer_protobuf_too() {
+    let sockets = e2e::TempDir::new("dedicated-pb");
+    let server = e2e::Host::start_dedicated(&artifacts().hello_server, sockets.path());
+    let kong = ProtoBufClient::new(server.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    good_event(&kong, id).await;
+    let output = std::process::Command::new(&artifacts().hello_server)
+        .args(["-dump", "--protocol", "protobuf"])
+        .output()
+        .unwrap();
+    let dump: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(dump["Protocol"], "ProtoBuf:1");
+    drop(server);
+
+    let setup = Setup::new(&[
+        (&artifacts().hello, "librust_hello.so"),
+        (&artifacts().faulty, "libfixture_faulty.so"),
+    ]);
+    let host = setup.start(&["--single-socket", "rust"]);
+    let kong = ProtoBufClient::new(host.socket("rust"));
+    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+    good_event(&kong, id).await;
+    let faulty = kong.start_instance("rust-faulty", "{}").await.unwrap().id;
+    let mut request = SimRequest::new().header("x-fault", "panic");
+    let outcome = kong
+        .run_event(faulty, "access", &mut request)
+        .await
+        .unwrap();
+    assert_eq!(outcome.exit().map(|exit| exit.status()), Some(Some(500)));
+}
