@@ -35,11 +35,7 @@ fn msgpack(value: &Value) -> Vec<u8> {
 
 /// Runs `method(args)` with Kong answering `replies` in order; the decoded result and the
 /// frames sent.
-fn run(
-    method: &str,
-    args: Vec<Value>,
-    replies: Vec<Vec<u8>>,
-) -> (Result<Value, HostError>, Sent) {
+fn run(method: &str, args: Vec<Value>, replies: Vec<Vec<u8>>) -> (Result<Value, HostError>, Sent) {
     let (result, sent) = run_to_bytes(method, args, replies);
     let result = result.map(|bytes| rmpv::decode::read_value(&mut bytes.as_slice()).unwrap());
     (result, sent)
@@ -1172,4 +1168,29 @@ fn arguments_protobuf_cannot_carry_fail_before_any_round_trip() {
         sent,
         vec![("kong.node.get_memory_stats".into(), Vec::new())]
     );
+}
+
+#[test]
+fn every_method_of_the_protocol_table_is_served_as_the_code_serves_it() {
+    let doc = include_str!("../../../../../docs/pdk-protocols.md");
+    let rows: Vec<(&str, &str)> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|row| {
+            let (name, rest) = row.split_once('`')?;
+            let protobuf = rest.split('|').nth(2)?.trim();
+            Some((name, protobuf))
+        })
+        .collect();
+    let names: Vec<&str> = rows.iter().map(|(name, _)| *name).collect();
+    let ours: Vec<&str> = METHODS.iter().map(|entry| entry.name).collect();
+    assert_eq!(names, ours);
+    for ((name, protobuf), entry) in rows.iter().zip(METHODS) {
+        let documented = match entry.how {
+            How::Native(..) => protobuf.starts_with("native"),
+            How::Emulated(_) => protobuf.starts_with("emulated"),
+            How::Refused => *protobuf == "**refused**" || *protobuf == "unusable",
+        };
+        assert!(documented, "{name}: the table says {protobuf:?}");
+    }
 }
