@@ -1194,3 +1194,122 @@ fn every_method_of_the_protocol_table_is_served_as_the_code_serves_it() {
         assert!(documented, "{name}: the table says {protobuf:?}");
     }
 }
+
+/// The PDK's own typed methods over ProtoBuf:1: what a plugin gets is what it gets over MsgPack:1.
+#[cfg(feature = "fuzzing")]
+mod typed {
+    use super::*;
+    use kong_rust_pdk::pdk::{Call, Kong as Pdk, QueryArg};
+    use std::cell::RefCell;
+
+    /// The host's side of a plugin's calls, over ProtoBuf:1 to a fake Kong.
+    struct OverProtobuf(RefCell<FakeKong>);
+
+    impl OverProtobuf {
+        fn replying(replies: Vec<Vec<u8>>) -> Self {
+            OverProtobuf(RefCell::new(FakeKong {
+                replies: replies.into(),
+                sent: Vec::new(),
+            }))
+        }
+    }
+
+    impl Call for OverProtobuf {
+        fn call(&self, method: &str, args: &[u8]) -> kong_rust_pdk::Result<Vec<u8>> {
+            call(&mut *self.0.borrow_mut(), method, args).map_err(|error| {
+                kong_rust_pdk::Error::new(
+                    kong_rust_pdk::ErrorKind::Kong,
+                    error.message.into_string(),
+                )
+            })
+        }
+    }
+
+    #[test]
+    fn typed_reads_decode_kongs_protobuf_replies_as_they_decode_msgpack() {
+        let host = OverProtobuf::replying(vec![
+            Vec::new(),
+            string("example.com"),
+            pb::Number { v: 1.1 }.encode_to_vec(),
+            value(Kind::NumberValue(42.0)).encode_to_vec(),
+            strct(vec![
+                ("flag", value(Kind::BoolValue(true))),
+                ("a", text("1")),
+            ])
+            .encode_to_vec(),
+            strct(vec![("debug", value(Kind::BoolValue(true)))]).encode_to_vec(),
+            Vec::new(),
+            pb::Route {
+                id: "r1".into(),
+                paths: vec!["/".into()],
+                service: Some(pb::ServiceKey { id: "s1".into() }),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        ]);
+        let kong = Pdk::new(&host);
+        assert_eq!(kong.request.get_header("x-missing").unwrap(), None);
+        assert_eq!(
+            kong.request.get_header("host").unwrap().as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(kong.request.get_http_version().unwrap(), Some(1.1));
+        assert_eq!(kong.ctx.shared.get::<u32>("n").unwrap(), Some(42));
+        let query = kong.request.get_query(None).unwrap();
+        assert_eq!(query["a"], vec!["1".to_string()]);
+        assert!(query["flag"].is_empty());
+        assert_eq!(
+            kong.request.get_query_arg("debug").unwrap(),
+            Some(QueryArg::Flag)
+        );
+        assert!(kong.client.get_consumer().unwrap().is_none());
+        let route = kong.router.get_route().unwrap().unwrap();
+        assert_eq!(route.id, "r1");
+        assert_eq!(route.paths, Some(vec!["/".to_string()]));
+        assert_eq!(route.service.unwrap().id, "s1");
+        assert!(host.0.borrow().replies.is_empty());
+    }
+
+    #[test]
+    fn typed_get_body_and_error_work_over_protobuf() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Login {
+            user: String,
+            remember: bool,
+        }
+        let host = OverProtobuf::replying(vec![
+            string("application/json"),
+            raw_body_reply(br#"{"user": "ada", "remember": true}"#),
+            headers_reply(vec![("accept", "text/plain")]),
+            string("rid"),
+            Vec::new(),
+        ]);
+        let kong = Pdk::new(&host);
+        let login: Option<Login> = kong.request.get_body(None, None, None).unwrap();
+        assert_eq!(
+            login,
+            Some(Login {
+                user: "ada".into(),
+                remember: true
+            })
+        );
+        kong.response.error(429, None, None).into_result().unwrap();
+        let fake = host.0.borrow();
+        let exit = exit_sent(fake.sent.last().unwrap());
+        assert_eq!(exit.status, 429);
+        assert_eq!(exit.body, b"Too many requests\nrequest_id: rid\n");
+    }
+
+    #[test]
+    fn a_refused_method_reaches_the_plugin_as_an_error_naming_the_way_out() {
+        let host = OverProtobuf::replying(vec![]);
+        let kong = Pdk::new(&host);
+        let error = kong.vault.get("{vault://env/secret}").unwrap_err();
+        assert!(
+            error.message().contains("serve this plugin with MsgPack:1"),
+            "{}",
+            error.message()
+        );
+        assert!(host.0.borrow().sent.is_empty());
+    }
+}
