@@ -28,6 +28,7 @@ use convert::{lua_number, lua_string, pb_value_of, value_of_pb};
 use kong_rust_abi::{HostError, HostErrorKind};
 use prost::Message;
 use rmpv::Value;
+use std::{collections::HashMap, sync::LazyLock};
 
 /// One ProtoBuf:1 PDK round trip on the event's connection, done by the runtime: writes the
 /// method-name frame and the argument frame (`args`: the encoded argument message) the way
@@ -315,7 +316,9 @@ static METHODS: &[Method] = &[
 ];
 
 fn find(method: &str) -> Option<&'static Method> {
-    METHODS.iter().find(|entry| entry.name == method)
+    static BY_NAME: LazyLock<HashMap<&str, &Method>> =
+        LazyLock::new(|| METHODS.iter().map(|entry| (entry.name, entry)).collect());
+    BY_NAME.get(method).copied()
 }
 
 /// The error for a method ProtoBuf:1 cannot serve, before any round trip.
