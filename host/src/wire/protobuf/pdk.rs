@@ -54,16 +54,13 @@ pub(crate) fn call(
     method: &str,
     args: &[u8],
 ) -> Result<Vec<u8>, HostError> {
-    let how = find(method).map(|entry| entry.how);
-    if matches!(how, None | Some(How::Refused)) {
-        return Err(refused(method));
-    }
-    let args = decode_args(method, args)?;
     let mut kong = Kong { link: kong };
-    let result = match how {
-        Some(How::Native(arg, reply)) => kong.native_call(method, arg, reply, &args)?,
-        Some(How::Emulated(emulate)) => emulate(&mut kong, &args)?,
-        None | Some(How::Refused) => unreachable!("refused above"),
+    let result = match find(method).map(|entry| entry.how) {
+        Some(How::Native(arg, reply)) => {
+            kong.native_call(method, arg, reply, &decode_args(method, args)?)?
+        }
+        Some(How::Emulated(emulate)) => emulate(&mut kong, &decode_args(method, args)?)?,
+        None | Some(How::Refused) => return Err(refused(method)),
     };
     let mut bytes = Vec::with_capacity(16);
     convert::write_lua_value(&mut bytes, &result);
@@ -339,8 +336,8 @@ fn invalid_call(message: String) -> HostError {
     }
 }
 
-/// Kong's result could not be read: the call failed inside Kong (its error frame says why), or
-/// the reply is not the method's result message.
+/// Kong's reply is not the method's result message, or says Kong could not give the result
+/// (`RawBodyResult`'s file or error).
 fn kong_error(message: String) -> HostError {
     HostError {
         kind: HostErrorKind::Kong,
