@@ -755,17 +755,21 @@ fn decode_reply(reply: Reply, answer: &[u8]) -> Result<Value, String> {
         }
         Reply::MemoryStats => {
             let stats = decode::<pb::MemoryStats>(answer)?;
-            let dict = |stats: Option<pb::memory_stats::lua_shared_dicts::DictStats>| {
-                let stats = stats.unwrap_or_default();
-                Value::Map(vec![
-                    (
-                        Value::from("allocated_slabs"),
-                        Value::from(stats.allocated_slabs),
-                    ),
-                    (Value::from("capacity"), Value::from(stats.capacity)),
-                ])
-            };
             let dicts = stats.lua_shared_dicts.unwrap_or_default();
+            let dicts = [("kong", dicts.kong), ("kong_db_cache", dicts.kong_db_cache)]
+                .into_iter()
+                .filter_map(|(name, stats)| {
+                    let stats = stats?;
+                    let stats = Value::Map(vec![
+                        (
+                            Value::from("allocated_slabs"),
+                            Value::from(stats.allocated_slabs),
+                        ),
+                        (Value::from("capacity"), Value::from(stats.capacity)),
+                    ]);
+                    Some((Value::from(name), stats))
+                })
+                .collect();
             let workers = stats
                 .workers_lua_vms
                 .into_iter()
@@ -780,13 +784,7 @@ fn decode_reply(reply: Reply, answer: &[u8]) -> Result<Value, String> {
                 })
                 .collect();
             Value::Map(vec![
-                (
-                    Value::from("lua_shared_dicts"),
-                    Value::Map(vec![
-                        (Value::from("kong"), dict(dicts.kong)),
-                        (Value::from("kong_db_cache"), dict(dicts.kong_db_cache)),
-                    ]),
-                ),
+                (Value::from("lua_shared_dicts"), Value::Map(dicts)),
                 (Value::from("workers_lua_vms"), Value::Array(workers)),
             ])
         }
