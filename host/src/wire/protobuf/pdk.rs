@@ -296,7 +296,7 @@ static METHODS: &[Method] = &[
     native("kong.service.request.clear_header", Arg::Text, Reply::Nothing),
     native("kong.service.request.set_headers", Arg::Map, Reply::Nothing),
     native("kong.service.request.set_raw_body", Arg::Bytes, Reply::Nothing),
-    refuse("kong.service.request.set_body"),
+    emulated("kong.service.request.set_body", emulated::set_body),
     refuse("kong.service.request.disable_tls"),
     native("kong.service.response.get_status", Arg::None, Reply::Integer),
     native("kong.service.response.get_header", Arg::Text, Reply::OptionalText),

@@ -1311,3 +1311,101 @@ mod typed {
         assert!(host.0.borrow().sent.is_empty());
     }
 }
+
+#[test]
+fn set_body_encodes_a_form_as_kongs_make_ordered_args() {
+    let args = map(vec![
+        ("b", strs(&["2", "1 2"])),
+        ("a", Value::from("x&y")),
+        ("flag", Value::from(true)),
+        ("off", Value::from(false)),
+        ("n", Value::from(1.5)),
+    ]);
+    let (result, sent) = run(
+        "kong.service.request.set_body",
+        vec![args, Value::from("application/x-www-form-urlencoded")],
+        vec![Vec::new(), Vec::new()],
+    );
+    assert_eq!(result.unwrap(), Value::from(true));
+    // Sorted per argument; `false` leaves an empty entry, as in Kong.
+    assert_eq!(
+        sent[0],
+        (
+            "kong.service.request.set_raw_body".into(),
+            string("&a=x%26y&b=2&b=1%202&flag&n=1.5")
+        )
+    );
+    let set_header = pb::Kv {
+        k: "Content-Type".into(),
+        v: Some(text("application/x-www-form-urlencoded")),
+    };
+    assert_eq!(
+        sent[1],
+        (
+            "kong.service.request.set_header".into(),
+            set_header.encode_to_vec()
+        )
+    );
+}
+
+#[test]
+fn set_body_takes_the_request_content_type_and_gives_nil_without_one() {
+    let (result, sent) = run(
+        "kong.service.request.set_body",
+        vec![map(vec![("a", Value::from(1))])],
+        vec![string("application/json"), Vec::new(), Vec::new()],
+    );
+    assert_eq!(result.unwrap(), Value::from(true));
+    assert_eq!(
+        sent[0],
+        ("kong.request.get_header".into(), string("Content-Type"))
+    );
+    assert_eq!(sent[1].1, string(r#"{"a":1}"#));
+
+    let (result, sent) = run(
+        "kong.service.request.set_body",
+        vec![map(vec![("a", Value::from(1))])],
+        vec![Vec::new()],
+    );
+    assert_eq!(result.unwrap(), Value::Nil);
+    assert_eq!(sent.len(), 1);
+}
+
+#[test]
+fn set_body_writes_multipart_with_the_given_boundary_in_name_order() {
+    let (_, sent) = run(
+        "kong.service.request.set_body",
+        vec![
+            map(vec![("z", Value::from("last")), ("a", Value::from(7))]),
+            Value::from("multipart/form-data; boundary=\"XyZ\""),
+        ],
+        vec![Vec::new(), Vec::new()],
+    );
+    assert_eq!(
+        sent[0].1,
+        string(
+            "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n7\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"z\"\r\n\r\nlast\r\n--XyZ--\r\n"
+        )
+    );
+    let header = pb::Kv::decode(sent[1].1.as_slice()).unwrap();
+    assert_eq!(header.v, Some(text("multipart/form-data; boundary=XyZ")));
+}
+
+#[test]
+fn set_body_with_a_content_type_kong_cannot_encode_fails_before_writing() {
+    let (result, sent) = run(
+        "kong.service.request.set_body",
+        vec![map(vec![]), Value::from("text/plain")],
+        vec![],
+    );
+    let error = result.unwrap_err();
+    assert!(
+        error
+            .message
+            .contains("unsupported content type text/plain"),
+        "{}",
+        error.message
+    );
+    assert!(sent.is_empty());
+}
