@@ -321,6 +321,10 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
             )))
         }
     };
+    // What the exit will carry is checked before any round trip: a terminal call that fails
+    // half-way would leave Kong waiting on the event's connection.
+    super::map_arg(&Value::Map(headers.clone()), "the headers")
+        .map_err(|why| invalid_call(format!("{METHOD}: {why}")))?;
     // Kong looks up exactly "Content-Type" (a Lua table key) and uses its first value.
     let given = headers
         .iter()
@@ -330,6 +334,16 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
         Some(value) => convert::text(value),
         None => None,
     };
+    let template = |content_type: &str| {
+        error_template(content_type).ok_or_else(|| {
+            invalid_call(format!(
+                "{METHOD}: no template found for MIME type {content_type}"
+            ))
+        })
+    };
+    if let Some(given) = content_type.as_deref().filter(|given| *given != GRPC) {
+        template(given)?;
+    }
     let content_type = match content_type {
         Some(content_type) => content_type,
         None => negotiated_type(kong)?,
@@ -337,11 +351,7 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
     let body = if content_type == GRPC {
         Vec::new()
     } else {
-        let template = error_template(&content_type).ok_or_else(|| {
-            invalid_call(format!(
-                "{METHOD}: no template found for MIME type {content_type}"
-            ))
-        })?;
+        let template = template(&content_type)?;
         let request_id = kong.call("kong.nginx.get_var", &[Value::from("kong_request_id")])?;
         let request_id = convert::text(&request_id).unwrap_or_default();
         template

@@ -1409,3 +1409,21 @@ fn set_body_with_a_content_type_kong_cannot_encode_fails_before_writing() {
     );
     assert!(sent.is_empty());
 }
+
+#[test]
+fn response_error_with_a_content_type_kong_has_no_template_for_fails_before_any_round_trip() {
+    let headers = map(vec![("Content-Type", strs(&["image/png"]))]);
+    let (result, sent) = run(
+        "kong.response.error",
+        vec![Value::from(404), Value::Nil, headers],
+        vec![],
+    );
+    let error = result.unwrap_err();
+    assert!(error
+        .message
+        .contains("no template found for MIME type image/png"));
+    assert!(
+        sent.is_empty(),
+        "Kong is never left waiting half-way through an exit"
+    );
+}
