@@ -2,9 +2,9 @@
 //! Lua (`kong/pdk/*.lua`, 3.9.3): each gives the result MsgPack:1 would have carried.
 
 use super::{
-    arg, convert, invalid_call, kong_error, lua_number, lua_string, pb, Arg, HostError, Kong, Value,
+    arg, convert, decode, invalid_call, kong_error, lua_number, lua_string, pb, Arg, HostError,
+    Kong, Value, MAX_DEFAULT,
 };
-use prost::Message;
 
 type Result<T> = std::result::Result<T, HostError>;
 
@@ -29,9 +29,10 @@ pub(super) fn query_arg(kong: &mut Kong<'_>, args: &[Value]) -> Result<Value> {
             )))
         }
     };
-    let answer = kong.round_trip("kong.request.get_query", Arg::Int { default: 100 }, &[])?;
-    let query = prost_types::Struct::decode(answer.as_slice())
-        .map_err(|error| kong_error(format!("kong.request.get_query: {error}")))?;
+    const GET_QUERY: &str = "kong.request.get_query";
+    let answer = kong.round_trip(GET_QUERY, MAX_DEFAULT, &[])?;
+    let query = decode::<prost_types::Struct>(&answer)
+        .map_err(|error| kong_error(format!("{GET_QUERY}: {error}")))?;
     let value = query
         .fields
         .get(String::from_utf8_lossy(&name).as_ref())
@@ -149,9 +150,10 @@ type ReadBody = fn(&mut Kong<'_>) -> Result<Option<Vec<u8>>>;
 /// `kong.request.get_body(mimetype?, max_args?, max_allowed_file_size?)`.
 pub(super) fn request_body(kong: &mut Kong<'_>, args: &[Value]) -> Result<Value> {
     fn read(kong: &mut Kong<'_>) -> Result<Option<Vec<u8>>> {
-        let answer = kong.round_trip("kong.request.get_raw_body", Arg::None, &[])?;
-        let result = pb::RawBodyResult::decode(answer.as_slice())
-            .map_err(|error| kong_error(format!("kong.request.get_raw_body: {error}")))?;
+        const GET_RAW_BODY: &str = "kong.request.get_raw_body";
+        let answer = kong.round_trip(GET_RAW_BODY, Arg::None, &[])?;
+        let result = decode::<pb::RawBodyResult>(&answer)
+            .map_err(|error| kong_error(format!("{GET_RAW_BODY}: {error}")))?;
         Ok(match result.kind {
             Some(pb::raw_body_result::Kind::Content(body)) => Some(body),
             // In a file, or unreadable: Kong's get_body answers nil then.
