@@ -1427,3 +1427,113 @@ fn response_error_with_a_content_type_kong_has_no_template_for_fails_before_any_
         "Kong is never left waiting half-way through an exit"
     );
 }
+
+/// Every native method, one by one: its wire name, the argument bytes for a sample of its
+/// argument shape, and the MessagePack for a canned reply of its result shape (bytes written
+/// out by hand from the messages' field numbers).
+#[test]
+fn every_native_method_sends_its_own_name_and_argument_bytes_and_returns_its_msgpack() {
+    let sample = |arg: Arg| -> (Vec<Value>, Vec<u8>) {
+        match arg {
+            Arg::None | Arg::BytesUnit => (vec![], vec![]),
+            Arg::Text => (vec![Value::from("x")], vec![0x0a, 1, b'x']),
+            Arg::Int { .. } => (vec![Value::from(7)], vec![0x08, 7]),
+            Arg::Flag => (vec![Value::from(true)], vec![0x08, 1]),
+            // KV{k: "k", v: Value{string_value: "v"}}
+            Arg::KeyValue => (
+                vec![Value::from("k"), Value::from("v")],
+                vec![0x0a, 1, b'k', 0x12, 3, 0x1a, 1, b'v'],
+            ),
+            // Struct{fields: {"a": Value{string_value: "b"}}}
+            Arg::Map => (
+                vec![map(vec![("a", Value::from("b"))])],
+                vec![0x0a, 8, 0x0a, 1, b'a', 0x12, 3, 0x1a, 1, b'b'],
+            ),
+            // ListValue{values: [Value{string_value: "m"}]}
+            Arg::List => (vec![Value::from("m")], vec![0x0a, 3, 0x1a, 1, b'm']),
+            Arg::Bytes => (vec![Value::from("b")], vec![0x0a, 1, b'b']),
+            // ExitArgs{status: 403, body: "no"}
+            Arg::Exit => (
+                vec![Value::from(403), Value::from("no")],
+                vec![0x08, 0x93, 0x03, 0x12, 2, b'n', b'o'],
+            ),
+            Arg::Target => (
+                vec![Value::from("h"), Value::from(80)],
+                vec![0x0a, 1, b'h', 0x10, 80],
+            ),
+            Arg::ConsumerSpec => (
+                vec![Value::from("c"), Value::from(true)],
+                vec![0x0a, 1, b'c', 0x10, 1],
+            ),
+            // AuthenticateArgs{consumer: Consumer{id: "c"}}
+            Arg::Authenticate => (
+                vec![map(vec![("id", Value::from("c"))])],
+                vec![0x0a, 3, 0x0a, 1, b'c'],
+            ),
+        }
+    };
+    let canned = |reply: Reply| -> (Vec<u8>, Value) {
+        match reply {
+            Reply::Nothing
+            | Reply::OptionalText
+            | Reply::TrueOrNil
+            | Reply::Consumer
+            | Reply::Credential
+            | Reply::Service => (vec![], Value::Nil),
+            Reply::Text => (vec![0x0a, 1, b't'], Value::from("t")),
+            Reply::Integer => (vec![0x08, 5], Value::from(5)),
+            Reply::Number => {
+                let mut double = vec![0x09];
+                double.extend_from_slice(&2.5f64.to_le_bytes());
+                (double, Value::F64(2.5))
+            }
+            Reply::OptionalNumber => {
+                let mut double = vec![0x09];
+                double.extend_from_slice(&2.0f64.to_le_bytes());
+                (double, Value::from(2))
+            }
+            Reply::Flag => (vec![0x08, 1], Value::from(true)),
+            Reply::Any => (vec![0x1a, 1, b's'], Value::from("s")),
+            // Struct{fields: {"h": Value{string_value: "v"}}}
+            Reply::MultiMap => (
+                vec![0x0a, 8, 0x0a, 1, b'h', 0x12, 3, 0x1a, 1, b'v'],
+                map(vec![("h", strs(&["v"]))]),
+            ),
+            Reply::Route => (vec![0x0a, 1, b'r'], map(vec![("id", Value::from("r"))])),
+            Reply::RawBody | Reply::Bytes => (vec![0x0a, 1, b'b'], Value::Binary(b"b".to_vec())),
+            Reply::UriCaptures => (
+                vec![],
+                map(vec![
+                    ("unnamed", Value::Array(vec![])),
+                    ("named", Value::Array(vec![])),
+                ]),
+            ),
+            Reply::MemoryStats => (
+                vec![],
+                map(vec![
+                    ("lua_shared_dicts", Value::Map(vec![])),
+                    ("workers_lua_vms", Value::Array(vec![])),
+                ]),
+            ),
+        }
+    };
+    let mut checked = 0;
+    for entry in METHODS {
+        let How::Native(arg, reply) = entry.how else {
+            continue;
+        };
+        let (args, sent_bytes) = sample(arg);
+        let (reply_bytes, expected) = canned(reply);
+        let (result, sent) = run(entry.name, args, vec![reply_bytes]);
+        let result = result.unwrap_or_else(|error| panic!("{}: {}", entry.name, error.message));
+        assert_eq!(
+            sent,
+            vec![(entry.name.to_string(), sent_bytes)],
+            "{}",
+            entry.name
+        );
+        assert_eq!(result, expected, "{}", entry.name);
+        checked += 1;
+    }
+    assert_eq!(checked, 73);
+}
