@@ -28,6 +28,7 @@ use convert::{lua_number, lua_string, pb_value_of, value_of_pb};
 use kong_rust_abi::{HostError, HostErrorKind};
 use prost::Message;
 use rmpv::Value;
+use std::{collections::HashMap, sync::LazyLock};
 
 /// One ProtoBuf:1 PDK round trip on the event's connection, done by the runtime: writes the
 /// method-name frame and the argument frame (`args`: the encoded argument message) the way
@@ -53,16 +54,13 @@ pub(crate) fn call(
     method: &str,
     args: &[u8],
 ) -> Result<Vec<u8>, HostError> {
-    let how = find(method).map(|entry| entry.how);
-    if matches!(how, None | Some(How::Refused)) {
-        return Err(refused(method));
-    }
-    let args = decode_args(method, args)?;
     let mut kong = Kong { link: kong };
-    let result = match how {
-        Some(How::Native(arg, reply)) => kong.native_call(method, arg, reply, &args)?,
-        Some(How::Emulated(emulate)) => emulate(&mut kong, &args)?,
-        None | Some(How::Refused) => unreachable!("refused above"),
+    let result = match find(method).map(|entry| entry.how) {
+        Some(How::Native(arg, reply)) => {
+            kong.native_call(method, arg, reply, &decode_args(method, args)?)?
+        }
+        Some(How::Emulated(emulate)) => emulate(&mut kong, &decode_args(method, args)?)?,
+        None | Some(How::Refused) => return Err(refused(method)),
     };
     let mut bytes = Vec::with_capacity(16);
     convert::write_lua_value(&mut bytes, &result);
@@ -298,7 +296,7 @@ static METHODS: &[Method] = &[
     native("kong.service.request.clear_header", Arg::Text, Reply::Nothing),
     native("kong.service.request.set_headers", Arg::Map, Reply::Nothing),
     native("kong.service.request.set_raw_body", Arg::Bytes, Reply::Nothing),
-    refuse("kong.service.request.set_body"),
+    emulated("kong.service.request.set_body", emulated::set_body),
     refuse("kong.service.request.disable_tls"),
     native("kong.service.response.get_status", Arg::None, Reply::Integer),
     native("kong.service.response.get_header", Arg::Text, Reply::OptionalText),
@@ -315,7 +313,9 @@ static METHODS: &[Method] = &[
 ];
 
 fn find(method: &str) -> Option<&'static Method> {
-    METHODS.iter().find(|entry| entry.name == method)
+    static BY_NAME: LazyLock<HashMap<&str, &Method>> =
+        LazyLock::new(|| METHODS.iter().map(|entry| (entry.name, entry)).collect());
+    BY_NAME.get(method).copied()
 }
 
 /// The error for a method ProtoBuf:1 cannot serve, before any round trip.
@@ -336,8 +336,8 @@ fn invalid_call(message: String) -> HostError {
     }
 }
 
-/// Kong's result could not be read: the call failed inside Kong (its error frame says why), or
-/// the reply is not the method's result message.
+/// Kong's reply is not the method's result message, or says Kong could not give the result
+/// (`RawBodyResult`'s file or error).
 fn kong_error(message: String) -> HostError {
     HostError {
         kind: HostErrorKind::Kong,
@@ -755,17 +755,21 @@ fn decode_reply(reply: Reply, answer: &[u8]) -> Result<Value, String> {
         }
         Reply::MemoryStats => {
             let stats = decode::<pb::MemoryStats>(answer)?;
-            let dict = |stats: Option<pb::memory_stats::lua_shared_dicts::DictStats>| {
-                let stats = stats.unwrap_or_default();
-                Value::Map(vec![
-                    (
-                        Value::from("allocated_slabs"),
-                        Value::from(stats.allocated_slabs),
-                    ),
-                    (Value::from("capacity"), Value::from(stats.capacity)),
-                ])
-            };
             let dicts = stats.lua_shared_dicts.unwrap_or_default();
+            let dicts = [("kong", dicts.kong), ("kong_db_cache", dicts.kong_db_cache)]
+                .into_iter()
+                .filter_map(|(name, stats)| {
+                    let stats = stats?;
+                    let stats = Value::Map(vec![
+                        (
+                            Value::from("allocated_slabs"),
+                            Value::from(stats.allocated_slabs),
+                        ),
+                        (Value::from("capacity"), Value::from(stats.capacity)),
+                    ]);
+                    Some((Value::from(name), stats))
+                })
+                .collect();
             let workers = stats
                 .workers_lua_vms
                 .into_iter()
@@ -780,13 +784,7 @@ fn decode_reply(reply: Reply, answer: &[u8]) -> Result<Value, String> {
                 })
                 .collect();
             Value::Map(vec![
-                (
-                    Value::from("lua_shared_dicts"),
-                    Value::Map(vec![
-                        (Value::from("kong"), dict(dicts.kong)),
-                        (Value::from("kong_db_cache"), dict(dicts.kong_db_cache)),
-                    ]),
-                ),
+                (Value::from("lua_shared_dicts"), Value::Map(dicts)),
                 (Value::from("workers_lua_vms"), Value::Array(workers)),
             ])
         }

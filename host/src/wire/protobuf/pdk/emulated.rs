@@ -2,9 +2,9 @@
 //! Lua (`kong/pdk/*.lua`, 3.9.3): each gives the result MsgPack:1 would have carried.
 
 use super::{
-    arg, convert, invalid_call, kong_error, lua_number, lua_string, pb, Arg, HostError, Kong, Value,
+    arg, convert, decode, invalid_call, kong_error, lua_number, lua_string, pb, Arg, HostError,
+    Kong, Value, MAX_DEFAULT,
 };
-use prost::Message;
 
 type Result<T> = std::result::Result<T, HostError>;
 
@@ -29,9 +29,10 @@ pub(super) fn query_arg(kong: &mut Kong<'_>, args: &[Value]) -> Result<Value> {
             )))
         }
     };
-    let answer = kong.round_trip("kong.request.get_query", Arg::Int { default: 100 }, &[])?;
-    let query = prost_types::Struct::decode(answer.as_slice())
-        .map_err(|error| kong_error(format!("kong.request.get_query: {error}")))?;
+    const GET_QUERY: &str = "kong.request.get_query";
+    let answer = kong.round_trip(GET_QUERY, MAX_DEFAULT, &[])?;
+    let query = decode::<prost_types::Struct>(&answer)
+        .map_err(|error| kong_error(format!("{GET_QUERY}: {error}")))?;
     let value = query
         .fields
         .get(String::from_utf8_lossy(&name).as_ref())
@@ -149,9 +150,10 @@ type ReadBody = fn(&mut Kong<'_>) -> Result<Option<Vec<u8>>>;
 /// `kong.request.get_body(mimetype?, max_args?, max_allowed_file_size?)`.
 pub(super) fn request_body(kong: &mut Kong<'_>, args: &[Value]) -> Result<Value> {
     fn read(kong: &mut Kong<'_>) -> Result<Option<Vec<u8>>> {
-        let answer = kong.round_trip("kong.request.get_raw_body", Arg::None, &[])?;
-        let result = pb::RawBodyResult::decode(answer.as_slice())
-            .map_err(|error| kong_error(format!("kong.request.get_raw_body: {error}")))?;
+        const GET_RAW_BODY: &str = "kong.request.get_raw_body";
+        let answer = kong.round_trip(GET_RAW_BODY, Arg::None, &[])?;
+        let result = decode::<pb::RawBodyResult>(&answer)
+            .map_err(|error| kong_error(format!("{GET_RAW_BODY}: {error}")))?;
         Ok(match result.kind {
             Some(pb::raw_body_result::Kind::Content(body)) => Some(body),
             // In a file, or unreadable: Kong's get_body answers nil then.
@@ -321,6 +323,10 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
             )))
         }
     };
+    // What the exit will carry is checked before any round trip: a terminal call that fails
+    // half-way would leave Kong waiting on the event's connection.
+    super::map_arg(&Value::Map(headers.clone()), "the headers")
+        .map_err(|why| invalid_call(format!("{METHOD}: {why}")))?;
     // Kong looks up exactly "Content-Type" (a Lua table key) and uses its first value.
     let given = headers
         .iter()
@@ -330,6 +336,16 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
         Some(value) => convert::text(value),
         None => None,
     };
+    let template = |content_type: &str| {
+        error_template(content_type).ok_or_else(|| {
+            invalid_call(format!(
+                "{METHOD}: no template found for MIME type {content_type}"
+            ))
+        })
+    };
+    if let Some(given) = content_type.as_deref().filter(|given| *given != GRPC) {
+        template(given)?;
+    }
     let content_type = match content_type {
         Some(content_type) => content_type,
         None => negotiated_type(kong)?,
@@ -337,11 +353,7 @@ pub(super) fn response_error(kong: &mut Kong<'_>, args: &[Value]) -> Result<Valu
     let body = if content_type == GRPC {
         Vec::new()
     } else {
-        let template = error_template(&content_type).ok_or_else(|| {
-            invalid_call(format!(
-                "{METHOD}: no template found for MIME type {content_type}"
-            ))
-        })?;
+        let template = template(&content_type)?;
         let request_id = kong.call("kong.nginx.get_var", &[Value::from("kong_request_id")])?;
         let request_id = convert::text(&request_id).unwrap_or_default();
         template
@@ -489,4 +501,134 @@ fn default_error_message(status: i64) -> String {
         _ => return format!("The upstream server responded with {status}"),
     };
     known.to_string()
+}
+
+/// `kong.service.request.set_body(args, mimetype?)` (service/request.lua, `set_body`): `args`
+/// encoded for the content type (the argument, else the request's `Content-Type`), set as the
+/// raw body with that `Content-Type`; true, or nil when there is no content type.
+pub(super) fn set_body(kong: &mut Kong<'_>, args: &[Value]) -> Result<Value> {
+    const METHOD: &str = "kong.service.request.set_body";
+    let fields: &[(Value, Value)] = match arg(args, 0) {
+        Value::Map(fields) => fields,
+        Value::Array(empty) if empty.is_empty() => &[],
+        _ => return Err(invalid_call(format!("{METHOD}: args must be a table"))),
+    };
+    let mime = match arg(args, 1) {
+        Value::Nil => kong.call("kong.request.get_header", &[Value::from("Content-Type")])?,
+        mime @ Value::String(_) => mime.clone(),
+        _ => return Err(invalid_call(format!("{METHOD}: mime must be a string"))),
+    };
+    let Some(mime) = convert::text(&mime) else {
+        return Ok(Value::Nil);
+    };
+    let fail = |why: String| invalid_call(format!("{METHOD}: {why}"));
+    // Kong looks the media type up as it is written: not lower-cased, not trimmed.
+    let (body, content_type) = match mime.split(';').next().unwrap_or_default() {
+        "application/x-www-form-urlencoded" => (ordered_args(fields).map_err(fail)?, mime),
+        "application/json" => (convert::cjson_encode(arg(args, 0)).map_err(fail)?, mime),
+        "multipart/form-data" => multipart(fields, &mime).map_err(fail)?,
+        _ => return Err(fail(format!("unsupported content type {mime}"))),
+    };
+    kong.call("kong.service.request.set_raw_body", &[Value::from(body)])?;
+    kong.call(
+        "kong.service.request.set_header",
+        &[Value::from("Content-Type"), Value::from(content_type)],
+    )?;
+    Ok(Value::from(true))
+}
+
+/// The characters `ngx.encode_args` leaves as they are (`NGX_ESCAPE_URI_COMPONENT`).
+const URI_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// `make_ordered_args`: each argument as `ngx.encode_args` writes it alone (`true` is a bare
+/// name, `false` nothing, an array one pair per element), sorted, joined by `&`.
+fn ordered_args(fields: &[(Value, Value)]) -> std::result::Result<String, String> {
+    let escape =
+        |text: &str| percent_encoding::utf8_percent_encode(text, URI_COMPONENT).to_string();
+    let mut encoded = Vec::with_capacity(fields.len());
+    for (name, value) in fields.iter().filter(|(_, value)| !value.is_nil()) {
+        let name = match name {
+            Value::String(_) => escape(&convert::text(name).unwrap_or_default()),
+            _ => return Err("arg keys must be strings".into()),
+        };
+        let values = match value {
+            Value::Array(values) => values.as_slice(),
+            single => std::slice::from_ref(single),
+        };
+        let mut pairs = Vec::new();
+        for value in values {
+            match value {
+                Value::Boolean(true) => pairs.push(name.clone()),
+                Value::Boolean(false) => {}
+                other => pairs.push(format!("{name}={}", escape(&lua_tostring(other)?))),
+            }
+        }
+        encoded.push(pairs.join("&"));
+    }
+    encoded.sort();
+    Ok(encoded.join("&"))
+}
+
+/// Lua's `tostring` of a string, number or boolean.
+fn lua_tostring(value: &Value) -> std::result::Result<String, String> {
+    match value {
+        Value::String(_) | Value::Binary(_) => Ok(convert::text(value).unwrap_or_default()),
+        Value::Boolean(flag) => Ok(flag.to_string()),
+        number @ (Value::Integer(_) | Value::F32(_) | Value::F64(_)) => {
+            convert::cjson_encode(number)
+        }
+        other => Err(format!("value {other}: expected string, number or boolean")),
+    }
+}
+
+/// The multipart handler: the boundary from `mime` (else a random one, as Kong's), the fields
+/// in name order.
+fn multipart(
+    fields: &[(Value, Value)],
+    mime: &str,
+) -> std::result::Result<(String, String), String> {
+    let mut parts = Vec::with_capacity(fields.len());
+    for (name, value) in fields.iter().filter(|(_, value)| !value.is_nil()) {
+        let Value::String(_) = name else {
+            return Err(format!("invalid key {name}: expected string"));
+        };
+        parts.push((
+            convert::text(name).unwrap_or_default(),
+            lua_tostring(value)?,
+        ));
+    }
+    parts.sort();
+    let given = mime.find("boundary=").map(|at| {
+        let rest = &mime[at + "boundary=".len()..];
+        match rest.strip_prefix('"') {
+            Some(quoted) => quoted.split('"').next().unwrap_or_default().to_string(),
+            None => rest.to_string(),
+        }
+    });
+    let clashes = |boundary: &str| {
+        let check = format!("\n--{boundary}");
+        parts.iter().any(|(_, value)| value.contains(&check))
+    };
+    let mut boundary = given.unwrap_or_else(random_boundary);
+    while clashes(&boundary) {
+        boundary = random_boundary();
+    }
+    let mut body = String::new();
+    for (name, value) in &parts {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    Ok((body, format!("multipart/form-data; boundary={boundary}")))
+}
+
+/// `tostring(math.random(1e10))`.
+fn random_boundary() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    (RandomState::new().hash_one(std::time::SystemTime::now()) % 10_000_000_000 + 1).to_string()
 }
