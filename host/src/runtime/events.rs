@@ -9,6 +9,11 @@
 //! its Step to be delivered ([`Events::resume`]) by whichever thread reads it, with the
 //! connection it came in on. Events live in one table keyed by event id for those deliveries.
 //!
+//! Over ProtoBuf:1 (protocol.md §13.6) there are no Steps: Kong keeps the HandleEvent's
+//! connection for the whole event, and the handler's thread makes each PDK call a round trip on
+//! it (`runtime/protobuf.rs`); the event is ended on that connection. Everything else here (the
+//! table, the reaper's deadlines, places, statistics, fail-closed exits) is shared.
+//!
 //! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a PDK
 //! call raises inside Kong (protocol.md §8). Terminal calls end the event at once; anything else
 //! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
