@@ -161,7 +161,8 @@ async fn good_event(kong: &ProtoBufClient, id: i64) {
 #[tokio::test]
 async fn both_protocols_on_one_socket_at_once_share_one_instance_and_the_statistics() {
     let setup = hello();
-    let host = setup.start(&[]);
+    let port = e2e::free_loopback_port();
+    let host = setup.start(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
     let socket = host.socket("rust-hello");
     let pb = ProtoBufClient::new(&socket);
     let mp = KongClient::new(&socket);
@@ -195,6 +196,14 @@ async fn both_protocols_on_one_socket_at_once_share_one_instance_and_the_statist
     let access = get(get(plugin, "Stats"), "access");
     assert_eq!(get(access, "events").as_u64(), Some(40));
     assert_eq!(get(access, "pdk_calls").as_u64(), Some(40 * 5));
+    let metrics = tokio::task::spawn_blocking(move || e2e::http_get(port, "/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .contains("kong_rust_host_events_total{plugin=\"rust-hello\",phase=\"access\"} 40\n"),
+        "{metrics}"
+    );
     // Either client can use the other's id.
     good_event(&pb, mp_id).await;
     let mut request = SimRequest::new().header("host", "x");
