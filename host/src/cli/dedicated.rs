@@ -48,9 +48,9 @@ struct DedicatedCli {
     /// Print the query-command JSON Kong reads (`-dump` also works, as Kong 3.9 calls it).
     #[arg(long)]
     dump: bool,
-    /// The protocol the dump tells Kong to speak: protobuf (Kong 3.8+; a request fails with
-    /// 500 when the server is gone) or msgpack (any Kong 3.x; the request goes on without the
-    /// plugin). The server answers both either way.
+    /// The protocol the dump tells Kong to speak: protobuf (on Kong 3.8+ a request fails with
+    /// 500 when the server is gone) or msgpack (the request goes on without the plugin). The
+    /// server answers both either way.
     #[arg(long, value_enum, default_value = "msgpack")]
     protocol: dump::Protocol,
     #[command(flatten)]

@@ -5,14 +5,14 @@ use crate::loader::LoadedPlugin;
 use serde_json::{json, Value};
 
 /// The protocol the dump tells Kong to speak (its `"Protocol"` key, process.lua: absent means
-/// MsgPack:1). Kong 3.8+ picks its client by it: `mp_rpc.lua` lets a request through when the
-/// host cannot be reached, `pb_rpc.lua` answers it 500.
+/// MsgPack:1). Kong picks its client by it: `mp_rpc.lua` lets a request through when the host
+/// cannot be reached, Kong 3.8+'s `pb_rpc.lua` answers it 500.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
     /// "MsgPack:1": every Kong 3.x; fails open when the host is gone.
     #[value(name = "msgpack")]
     MsgPack,
-    /// "ProtoBuf:1": Kong 3.8+ only; fails closed (500) when the host is gone.
+    /// "ProtoBuf:1": fails closed (500) when the host is gone on Kong 3.8+, open before.
     #[value(name = "protobuf")]
     ProtoBuf,
 }

@@ -81,9 +81,9 @@ enum Command {
         all: bool,
         #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
         plugins_dir: PathBuf,
-        /// The protocol Kong is told to speak (the dump's "Protocol"): protobuf (Kong 3.8+; a
-        /// request fails with 500 when the host is gone) or msgpack (any Kong 3.x; the request
-        /// goes on without the plugin). The host answers both on every socket.
+        /// The protocol Kong is told to speak (the dump's "Protocol"): protobuf (on Kong 3.8+ a
+        /// request fails with 500 when the host is gone) or msgpack (the request goes on
+        /// without the plugin). The host answers both on every socket.
         #[arg(long, value_enum, default_value = "msgpack")]
         protocol: dump::Protocol,
     },
