@@ -630,6 +630,12 @@ impl Bridge<'_> {
             };
             return Err(self.end(reason));
         }
+        if !terminal && event.mailbox.is_closed() {
+            // Reclaimed as Kong's answer arrived: the event is over, as if it had not.
+            return Err(self.end(format!(
+                "{method}: the event was reclaimed (Kong stopped answering)"
+            )));
+        }
         if terminal {
             // Kong ends the request at the exit and never reads this connection again
             // (kong.response.exit yields the handler's coroutine, or ends the request): it
