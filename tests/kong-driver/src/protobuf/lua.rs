@@ -379,3 +379,74 @@ pub fn wrap(output_type: &str, result: Option<LuaValue>) -> Option<LuaValue> {
 pub fn type_name(desc: &MessageDescriptor) -> String {
     format!(".{}", desc.full_name())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message_name: &str, result: LuaValue) -> Vec<LuaValue> {
+        let desc = message(message_name);
+        let wrapped = wrap(&type_name(&desc), Some(result)).unwrap();
+        let bytes = encode(&desc, &wrapped).unwrap();
+        unwrap(&type_name(&desc), decode(&desc, &bytes).unwrap())
+    }
+
+    #[test]
+    fn kongs_value_wrapping_loses_false_and_keeps_the_rest() {
+        // `bool_value or string_value or number_value or null_value`: false falls through.
+        let value = "google.protobuf.Value";
+        assert_eq!(
+            round_trip(value, LuaValue::Bool(false)),
+            Vec::<LuaValue>::new()
+        );
+        assert_eq!(
+            round_trip(value, LuaValue::Bool(true)),
+            [LuaValue::Bool(true)]
+        );
+        assert_eq!(round_trip(value, LuaValue::Num(2.5)), [LuaValue::Num(2.5)]);
+        assert_eq!(round_trip(value, LuaValue::str("x")), [LuaValue::str("x")]);
+        let table = LuaValue::map([("a", LuaValue::array([LuaValue::int(1)]))]);
+        assert_eq!(round_trip(value, table.clone()), [table]);
+    }
+
+    #[test]
+    fn wrapper_messages_carry_v_and_an_empty_string_is_no_value_at_all() {
+        let string = "kong_plugin_protocol.String";
+        assert_eq!(round_trip(string, LuaValue::str("h")), [LuaValue::str("h")]);
+        // proto3 leaves "" off the wire: the PDK function gets no argument.
+        assert_eq!(
+            round_trip(string, LuaValue::str("")),
+            Vec::<LuaValue>::new()
+        );
+        let bytes = encode(
+            &message(string),
+            &wrap(string, Some(LuaValue::str(""))).unwrap(),
+        );
+        assert_eq!(bytes.unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn exit_args_unwrap_into_status_body_and_headers() {
+        let desc = message("kong_plugin_protocol.ExitArgs");
+        let args = LuaValue::map([
+            ("status", LuaValue::int(403)),
+            ("body", LuaValue::str("denied")),
+            (
+                "headers",
+                LuaValue::map([(
+                    "fields",
+                    LuaValue::map([("x-a", LuaValue::map([("string_value", "b")]))]),
+                )]),
+            ),
+        ]);
+        let bytes = encode(&desc, &args).unwrap();
+        assert_eq!(
+            unwrap(&type_name(&desc), decode(&desc, &bytes).unwrap()),
+            [
+                LuaValue::Num(403.0),
+                LuaValue::str("denied"),
+                LuaValue::map([("x-a", "b")])
+            ]
+        );
+    }
+}
