@@ -104,6 +104,53 @@ async fn x_deny_over_protobuf_ends_the_request_with_403_and_the_event_with_it() 
     assert_eq!(get(&status, "EventsInFlight").as_u64(), Some(0));
 }
 
+#[tokio::test]
+async fn the_rest_of_hellos_contract_over_protobuf_log_phase_schema_default_and_a_phase_it_lacks() {
+    let setup = hello();
+    let host = setup.start(&[]);
+    let kong = ProtoBufClient::new(host.socket("rust-hello"));
+    let id = kong.start_instance("rust-hello", CONFIG).await.unwrap().id;
+
+    let mut request = SimRequest::new().status(201);
+    let outcome = kong.run_event(id, "log", &mut request).await.unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+    assert_eq!(outcome.calls[0].method, "kong.response.get_status");
+    assert_eq!(
+        request.logs(),
+        [(
+            "notice".to_string(),
+            "rust-hello log status=201".to_string()
+        )]
+    );
+
+    let defaults = kong
+        .start_instance("rust-hello", r#"{"__seq__":1}"#)
+        .await
+        .unwrap()
+        .id;
+    let mut request = SimRequest::new().header("host", "h");
+    kong.run_event(defaults, "access", &mut request)
+        .await
+        .unwrap();
+    assert_eq!(
+        request.upstream_headers().get_str("x-hello"),
+        Some("Hello world from rust")
+    );
+
+    // rewrite is not a rust-hello phase: the event ends at once, with no PDK call.
+    let outcome = kong
+        .run_event(id, "rewrite", &mut SimRequest::new())
+        .await
+        .unwrap();
+    assert_eq!(outcome.end, EventEnd::Ret);
+    assert!(outcome.calls.is_empty());
+
+    // A config the plugin refuses fails Kong's call, and the host's log names the field.
+    let refused = kong.start_instance("rust-hello", "{not json").await;
+    assert!(refused.is_err());
+    host.wait_for_log("config is not valid JSON", Duration::from_secs(5));
+}
+
 fn examples() -> Setup {
     let files: Vec<(&std::path::Path, &str)> = artifacts()
         .examples
