@@ -32,6 +32,11 @@ fn frame_decoder_corpus() {
 }
 
 #[test]
+fn protobuf_frames_corpus() {
+    replay("protobuf_frames", kong_rust_host::fuzzing::protobuf_frames);
+}
+
+#[test]
 fn dispatcher_corpus() {
     replay("dispatcher", kong_rust_host::fuzzing::dispatcher);
 }

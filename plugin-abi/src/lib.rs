@@ -45,6 +45,57 @@ pub const ABI_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// layout: a plain constant both sides read.
 pub const KONG_500_MESSAGE: &str = "An unexpected error occurred";
 
+/// Kong's message for an error status when `kong.response.error` gets none (its
+/// `get_http_error_message`, `kong/pdk/response.lua`): the PDK, the harness and the host's
+/// ProtoBuf:1 emulation of `kong.response.error` all answer with it. Not part of the ABI's layout.
+pub fn kong_error_message(status: u16) -> String {
+    let known = match status {
+        400 => "Bad request",
+        401 => "Unauthorized",
+        402 => "Payment required",
+        403 => "Forbidden",
+        404 => "Not found",
+        405 => "Method not allowed",
+        406 => "Not acceptable",
+        407 => "Proxy authentication required",
+        408 => "Request timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length required",
+        412 => "Precondition failed",
+        413 => "Payload too large",
+        414 => "URI too long",
+        415 => "Unsupported media type",
+        416 => "Range not satisfiable",
+        417 => "Expectation failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected request",
+        422 => "Unprocessable entity",
+        423 => "Locked",
+        424 => "Failed dependency",
+        425 => "Too early",
+        426 => "Upgrade required",
+        428 => "Precondition required",
+        429 => "Too many requests",
+        431 => "Request header fields too large",
+        451 => "Unavailable for legal reasons",
+        494 => "Request header or cookie too large",
+        500 => KONG_500_MESSAGE,
+        501 => "Not implemented",
+        502 => "An invalid response was received from the upstream server",
+        503 => "The upstream server is currently unavailable",
+        504 => "The upstream server is timing out",
+        505 => "HTTP version not supported",
+        506 => "Variant also negotiates",
+        507 => "Insufficient storage",
+        508 => "Loop detected",
+        510 => "Not extended",
+        511 => "Network authentication required",
+        _ => return format!("The upstream server responded with {status}"),
+    };
+    known.to_string()
+}
+
 /// A phase Kong can run an external plugin in: the phases Kong's plugin-server protocol offers
 /// (Kong's `header_filter` and `body_filter` are not among them).
 ///

@@ -44,7 +44,7 @@ pub fn call_within(
     let mut frames = Frames::new(64 << 20, 128);
     let mut chunk = [0u8; 8192];
     loop {
-        while let Some(reply) = frames.next_message()? {
+        while let Some(reply) = frames.next_value()? {
             match reply.as_array().map(Vec::as_slice) {
                 Some([kind, ..]) if kind.as_u64() == Some(2) => continue,
                 Some([_, _, Value::Nil, result]) => return Ok(result.clone()),

@@ -48,6 +48,11 @@ struct DedicatedCli {
     /// Print the query-command JSON Kong reads (`-dump` also works, as Kong 3.9 calls it).
     #[arg(long)]
     dump: bool,
+    /// The protocol the dump tells Kong to speak: protobuf (on Kong 3.8+ a request fails with
+    /// 500 when the server is gone) or msgpack (the request goes on without the plugin). The
+    /// server answers both either way.
+    #[arg(long, value_enum, default_value = "msgpack")]
+    protocol: dump::Protocol,
     #[command(flatten)]
     logging: Logging,
     #[command(flatten)]
@@ -86,7 +91,7 @@ pub fn main(module: PluginModRef) -> ExitCode {
     let origin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(name));
     let load = || LoadedPlugin::from_module(module, &origin).map(|p| vec![p]);
     let result = if cli.dump {
-        load().map(|plugin| println!("{}", dump::dump(&plugin)))
+        load().map(|plugin| println!("{}", dump::dump(&plugin, cli.protocol)))
     } else {
         cli::start_serving(&cli.options, name, load).and_then(|started| match started {
             Some((serving, plugin)) => cli::run_host(plugin, None, &cli.options, serving),

@@ -9,9 +9,41 @@ use crate::{
 use serde_json::{json, Value};
 use std::path::Path;
 
-/// `{"Protocol": "MsgPack:1", "Plugins": [...]}`: accepted by Kong 3.0 through 3.9+. Kong 3.9+
-/// registers only the first plugin, so a 3.9 query command dumps exactly one.
-pub fn dump<'a>(plugins: impl IntoIterator<Item = &'a LoadedPlugin>) -> Value {
+/// The protocol the dump tells Kong to speak (its `"Protocol"` key, process.lua: absent means
+/// MsgPack:1). Kong picks its client by it: `mp_rpc.lua` lets a request through when the host
+/// cannot be reached, Kong 3.8+'s `pb_rpc.lua` answers it 500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// "MsgPack:1": every Kong 3.x; fails open when the host is gone.
+    #[value(name = "msgpack")]
+    MsgPack,
+    /// "ProtoBuf:1": fails closed (500) when the host is gone on Kong 3.8+, open before.
+    #[value(name = "protobuf")]
+    ProtoBuf,
+}
+
+impl Protocol {
+    /// The name Kong knows it by.
+    pub fn kong_name(self) -> &'static str {
+        match self {
+            Protocol::MsgPack => "MsgPack:1",
+            Protocol::ProtoBuf => "ProtoBuf:1",
+        }
+    }
+
+    /// The `--protocol` value.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Protocol::MsgPack => "msgpack",
+            Protocol::ProtoBuf => "protobuf",
+        }
+    }
+}
+
+/// `{"Protocol": "MsgPack:1" | "ProtoBuf:1", "Plugins": [...]}`: accepted by Kong 3.0 through
+/// 3.9+ (ProtoBuf:1 from 3.8). Kong 3.9+ registers only the first plugin, so a 3.9 query
+/// command dumps exactly one.
+pub fn dump<'a>(plugins: impl IntoIterator<Item = &'a LoadedPlugin>, protocol: Protocol) -> Value {
     let plugins: Vec<Value> = plugins
         .into_iter()
         .map(|plugin| {
@@ -24,16 +56,20 @@ pub fn dump<'a>(plugins: impl IntoIterator<Item = &'a LoadedPlugin>) -> Value {
             })
         })
         .collect();
-    json!({ "Protocol": "MsgPack:1", "Plugins": plugins })
+    json!({ "Protocol": protocol.kong_name(), "Plugins": plugins })
 }
 
 /// `kong-rust-host dump`: one plugin found by name, or every plugin in the dir.
-pub(super) fn run(name: Option<&str>, plugins_dir: &Path) -> Result<(), String> {
+pub(super) fn run(
+    name: Option<&str>,
+    plugins_dir: &Path,
+    protocol: Protocol,
+) -> Result<(), String> {
     let plugins = match name {
         Some(name) => vec![find_plugin(name, plugins_dir)?],
         None => load_plugins(plugins_dir)?,
     };
-    println!("{}", dump::dump(&plugins));
+    println!("{}", dump::dump(&plugins, protocol));
     Ok(())
 }
 

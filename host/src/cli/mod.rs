@@ -73,6 +73,11 @@ enum Command {
         all: bool,
         #[arg(long, env = "KONG_RUST_PLUGINS_DIR")]
         plugins_dir: PathBuf,
+        /// The protocol Kong is told to speak (the dump's "Protocol"): protobuf (on Kong 3.8+ a
+        /// request fails with 500 when the host is gone) or msgpack (the request goes on
+        /// without the plugin). The host answers both on every socket.
+        #[arg(long, value_enum, default_value = "msgpack")]
+        protocol: dump::Protocol,
     },
     /// Print the kong.conf lines (or KONG_* variables) for every plugin in the plugins dir.
     KongConf(KongConfArgs),
@@ -123,6 +128,22 @@ struct KongConfArgs {
     /// for every plugin (`serve --single-socket`, `dump --all`).
     #[arg(long, value_name = "NAME")]
     single_socket: Option<String>,
+    /// The protocol Kong speaks to plugin NAME (to every plugin of the --single-socket entry
+    /// NAME), overriding the version's: protobuf is Kong 3.8+'s default here (a request fails
+    /// with 500 when the host is gone), msgpack 3.4–3.7's (the request goes on without the
+    /// plugin). Repeatable.
+    #[arg(long = "protocol", value_name = "NAME=msgpack|protobuf", value_parser = parse_protocol)]
+    protocols: Vec<(String, dump::Protocol)>,
+}
+
+fn parse_protocol(text: &str) -> Result<(String, dump::Protocol), String> {
+    use clap::ValueEnum;
+    let (name, protocol) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=msgpack or NAME=protobuf"))?;
+    let protocol = dump::Protocol::from_str(protocol, false)
+        .map_err(|_| format!("{protocol:?} is not msgpack or protobuf"))?;
+    Ok((name.to_string(), protocol))
 }
 
 /// Runs the `kong-rust-host` command line.
@@ -155,7 +176,8 @@ pub fn main() -> ExitCode {
             name,
             all: _,
             plugins_dir,
-        } => dump::run(name.as_deref(), &plugins_dir),
+            protocol,
+        } => dump::run(name.as_deref(), &plugins_dir, protocol),
         Command::KongConf(args) => kong_conf::run(args),
         Command::New(args) => new::run(args),
         Command::WaitReady {

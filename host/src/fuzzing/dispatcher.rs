@@ -10,7 +10,8 @@ use crate::{
     runtime::instances::Instances,
     serve::{Limits, Server},
     wire::frame::{Frames, Scanner},
-    wire::rpc::{self, MsgId, Request},
+    wire::rpc::{self, MsgId},
+    wire::Request,
 };
 use rmpv::Value;
 use std::{
@@ -147,7 +148,7 @@ impl Connection {
         let mut frames = Frames::new(MAX_FRAME_BYTES, MAX_DEPTH);
         frames.buffer().extend_from_slice(stream);
         loop {
-            match frames.next_message() {
+            match frames.next_value() {
                 Ok(Some(message)) => {
                     if !self.exchange(message, read_size) {
                         return;
@@ -314,6 +315,9 @@ impl Connection {
             (Request::GetStatus, outcome) => {
                 let status = outcome.expect("GetStatus always answers");
                 assert!(entry_of(&status, "Plugins").is_some_and(Value::is_map));
+            }
+            (Request::GetInstanceStatus { .. }, _) => {
+                unreachable!("rpc::parse reads MsgPack:1, which has no GetInstanceStatus")
             }
         }
     }

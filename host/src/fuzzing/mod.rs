@@ -9,8 +9,10 @@ mod config;
 mod dispatcher;
 mod frames;
 mod plugin;
+mod protobuf;
 
 pub use config::config_validation;
 pub use dispatcher::dispatcher;
 pub use frames::frame_decoder;
 pub use plugin::{FuzzConfig, FuzzPlugin};
+pub use protobuf::protobuf_frames;

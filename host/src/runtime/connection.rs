@@ -17,13 +17,13 @@ use crate::{
     runtime::throttle::Throttle,
     wire::frame::Frames,
     wire::rpc::{self, RequestError},
+    wire::{Message, Protocol},
 };
 use nix::{
     errno::Errno,
     poll::{poll, PollFd, PollFlags, PollTimeout},
     sys::eventfd::{EfdFlags, EventFd},
 };
-use rmpv::Value;
 use std::{
     cell::RefCell,
     io::{self, Read as _, Write},
@@ -39,7 +39,7 @@ use std::{
 pub trait Home: Send + Sync {
     /// A message the holding thread will not answer itself (it belongs to another event, or
     /// the holder is busy with its own): sent where it is answered, with the connection.
-    fn route(self: Arc<Self>, conn: Conn, message: Value);
+    fn route(self: Arc<Self>, conn: Conn, message: Message);
     /// An idle connection: watched by the socket runtime until Kong sends on it again.
     fn park(self: Arc<Self>, conn: Conn);
 }
@@ -64,12 +64,16 @@ pub struct Connection {
     /// Its place under `--max-connections`, given back when the connection closes; none for
     /// a successor's forwarding connection, which is not Kong's.
     pub(crate) slot: Option<Place>,
+    /// Whether Kong still needs the `serverPid` notification (protocol.md §7.6): a MsgPack:1
+    /// connection gets it ahead of its first reply. Not earlier: until Kong's first bytes
+    /// arrive, the connection may be ProtoBuf:1's, which has no notifications.
+    pub(crate) greet: bool,
 }
 
 /// What waiting on a connection gave.
 pub enum Read {
     /// The next whole message Kong sent.
-    Message(Value),
+    Message(Message),
     /// The waiting thread's [`Waker`] was woken: something was delivered to it.
     Woken,
     /// Nothing arrived in time.
@@ -121,7 +125,7 @@ impl Connection {
             Ok(0) => {
                 let partial = self.frames.buffer().len();
                 if partial > 0 {
-                    tracing::debug!(
+                    tracing::warn!(
                         "connection closed in the middle of a message ({partial} bytes)"
                     );
                 }
@@ -136,8 +140,22 @@ impl Connection {
         }
     }
 
+    /// What the connection speaks, once Kong's first bytes told.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.frames.protocol()
+    }
+
     /// Writes one whole reply; false when Kong closed the connection (logged).
     pub fn send(&mut self, reply: &[u8]) -> bool {
+        if std::mem::take(&mut self.greet) && self.protocol() == Some(Protocol::MsgPack) {
+            let mut greeted = rpc::server_pid_notification(std::process::id());
+            greeted.extend_from_slice(reply);
+            return self.write_all(&greeted);
+        }
+        self.write_all(reply)
+    }
+
+    fn write_all(&mut self, reply: &[u8]) -> bool {
         let mut rest = reply;
         while !rest.is_empty() {
             match (&self.stream).write(rest) {
@@ -189,7 +207,7 @@ impl Connection {
     }
 
     /// Lets the connection go: sends `message` where it is answered.
-    pub fn route(self: Box<Self>, message: Value) {
+    pub fn route(self: Box<Self>, message: Message) {
         Arc::clone(&self.home).route(self, message)
     }
 

@@ -3,6 +3,7 @@
 use crate::{
     loader::LoadedPlugin,
     runtime::connection::Conn,
+    runtime::events::{send_next, Next},
     runtime::events::{Answer, Event, Events, Pending, Yield},
     runtime::ids::EventIds,
     runtime::instances::{Adopted, Instances, Live},
@@ -12,11 +13,14 @@ use crate::{
     runtime::status::{InstanceStatus, PluginStatus, Reclaimed, Stats, Status},
     runtime::throttle::Throttle,
     runtime::unix_now,
-    wire::rpc::{self, MsgId, Request, StepData, StepResult},
+    wire::protobuf::envelope::{self, Return},
+    wire::rpc::{self, MsgId, StepResult},
+    wire::{Caller, Message, Protocol, Request},
 };
 use kong_rust_abi::{Phase, PhaseErrorKind, KONG_500_MESSAGE};
 use rmpv::Value;
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -82,14 +86,14 @@ pub struct Dispatcher {
 }
 
 impl Answer for Served {
-    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield<'_>) -> Vec<u8> {
+    fn answer<'a>(&self, event: &Event, yielded: Yield<'a>) -> Next<'a> {
         let plugin = &self.plugin.name;
         let Some(events) = self.events.upgrade() else {
-            return rpc::error_reply(msgid, SHUTTING_DOWN);
+            return Next::Error(SHUTTING_DOWN.into());
         };
         let phase = event.phase;
         let ended = |ending| self.stats.event(phase, ending, event.started.elapsed());
-        let (method, args) = match yielded {
+        match yielded {
             Yield::Call {
                 method,
                 args,
@@ -102,12 +106,15 @@ impl Answer for Served {
                 } else {
                     events.waiting_for_kong(event, method);
                 }
-                return rpc::step_reply(msgid, event.id, StepData::Call { method, args });
+                Next::Call {
+                    method,
+                    args: Cow::Borrowed(args),
+                }
             }
             Yield::Done(Ok(())) => {
                 events.finish(event.id);
                 ended(Ending::Returned);
-                return rpc::step_reply(msgid, event.id, StepData::Ret);
+                Next::Ret
             }
             Yield::Done(Err(error)) => {
                 events.finish(event.id);
@@ -124,8 +131,11 @@ impl Answer for Served {
                 };
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler {what}");
                 match exit_args(phase, 500, KONG_500_MESSAGE).filter(|_| !self.fail_open) {
-                    Some(args) => ("kong.response.exit".to_string(), args),
-                    None => return rpc::step_reply(msgid, event.id, StepData::Ret),
+                    Some(args) => Next::Call {
+                        method: EXIT,
+                        args: Cow::Owned(args),
+                    },
+                    None => Next::Ret,
                 }
             }
             Yield::Stuck => {
@@ -133,22 +143,16 @@ impl Answer for Served {
                 ended(Ending::Abandoned);
                 let secs = events.timeouts.handler.as_secs();
                 tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
-                return rpc::error_reply(
-                    msgid,
-                    &format!("{plugin} {phase}: handler did not answer within {secs}s"),
-                );
+                Next::Error(format!(
+                    "{plugin} {phase}: handler did not answer within {secs}s"
+                ))
             }
-        };
-        rpc::step_reply(
-            msgid,
-            event.id,
-            StepData::Call {
-                method: &method,
-                args: &args,
-            },
-        )
+        }
     }
 }
+
+/// The PDK call that ends a failed or refused request with a status of the host's.
+const EXIT: &str = "kong.response.exit";
 
 impl Dispatcher {
     pub fn new(
@@ -189,7 +193,10 @@ impl Dispatcher {
     }
 
     /// Whether `message` is a Step of an event running here.
-    pub fn owns_step(&self, message: &Value) -> bool {
+    pub fn owns_step(&self, message: &Message) -> bool {
+        let Message::MsgPack(message) = message else {
+            return false;
+        };
         rpc::step_event_id(message).is_some_and(|id| self.events.get(id).is_some())
     }
 
@@ -234,32 +241,40 @@ impl Dispatcher {
     /// its handler here, StartInstance the plugin's constructor. Returns the connection while
     /// this thread still holds it (it answered last on it); `None` when it went elsewhere (to
     /// the event a Step belongs to) or closed.
-    pub fn dispatch(&self, conn: Conn, message: Value) -> Option<Conn> {
-        let (msgid, request) = match rpc::parse(message) {
-            Ok(parsed) => parsed,
-            Err(refused) => return conn.refuse(refused),
+    pub fn dispatch(&self, conn: Conn, message: Message) -> Option<Conn> {
+        let (caller, request) = match message {
+            Message::MsgPack(message) => match rpc::parse(message) {
+                Ok((msgid, request)) => (Caller::MsgPack(msgid), request),
+                Err(refused) => return conn.refuse(refused),
+            },
+            // Nothing answers a call that cannot be read: Kong's read fails when it closes.
+            Message::ProtoBuf(payload) => match envelope::parse(&payload) {
+                Ok((sequence, request)) => (Caller::ProtoBuf(sequence), request),
+                Err(reason) => {
+                    tracing::warn!("closing a connection: {reason}");
+                    return None;
+                }
+            },
         };
-        let request = match request.into_step() {
-            Ok((event_id, result)) => return self.step(msgid, event_id, result, conn),
-            Err(request) => request,
-        };
-        let reply = match request {
-            Request::StartInstance { name, config } => {
-                self.start_instance(&conn.serves, &name, config).map(|id| {
-                    let result = Value::Map(vec![
-                        (Value::from("Id"), Value::from(id)),
-                        (
-                            Value::from("Name"),
-                            Value::from(String::from_utf8_lossy(&name).as_ref()),
-                        ),
-                        (Value::from("StartTime"), Value::from(unix_now())),
-                    ]);
-                    rpc::result_reply(msgid, &result)
-                })
+        let request = match (request.into_step(), caller) {
+            (Ok((event_id, result)), Caller::MsgPack(msgid)) => {
+                return self.step(msgid, event_id, result, conn)
             }
+            (Ok(_), Caller::ProtoBuf(_)) => unreachable!("ProtoBuf:1 has no Steps"),
+            (Err(request), _) => request,
+        };
+        let in_event = matches!(request, Request::HandleEvent { .. });
+        let reply = match request {
+            Request::StartInstance { name, config } => self
+                .start_instance(&conn.serves, &name, config)
+                .map(|id| Reply::Instance {
+                    id,
+                    name: String::from_utf8_lossy(&name).into_owned(),
+                    started_at: unix_now(),
+                }),
             Request::CloseInstance { instance_id } => {
                 if self.instances.close(instance_id) {
-                    Ok(rpc::result_reply(msgid, &Value::Nil))
+                    Ok(Reply::Nil)
                 } else {
                     Err(no_instance(instance_id))
                 }
@@ -267,18 +282,29 @@ impl Dispatcher {
             Request::HandleEvent {
                 instance_id,
                 event_name,
-            } => match self.prepare_event(msgid, instance_id, &event_name) {
-                Ok(Prepared::Run(start)) => return self.run_event(start, msgid, conn),
-                Ok(Prepared::Answered(reply)) => Ok(reply),
+            } => match self.prepare_event(instance_id, &event_name) {
+                Ok(Prepared::Run(start)) => return self.run_event(start, caller, conn),
+                Ok(Prepared::Answered { event_id, next }) => {
+                    let kong_wait = self.events.timeouts.kong_step;
+                    return send_next(caller, event_id, next, conn, kong_wait);
+                }
                 Err(error) => Err(error),
             },
             Request::Step { .. } | Request::StepError { .. } => unreachable!("taken above"),
-            Request::GetStatus => Ok(rpc::result_reply(msgid, &self.status().to_value())),
+            Request::GetStatus => Ok(Reply::Status(self.status().to_value())),
+            Request::GetInstanceStatus { instance_id } => self
+                .instances
+                .ids()
+                .into_iter()
+                .find(|status| status.id == instance_id)
+                .map(|status| Reply::Instance {
+                    id: status.id,
+                    name: status.plugin,
+                    started_at: status.started_at,
+                })
+                .ok_or_else(|| no_instance(instance_id)),
         };
-        match reply {
-            Ok(reply) => conn.answer(&reply),
-            Err(error) => conn.answer(&rpc::error_reply(msgid, &error)),
-        }
+        answer(conn, caller, reply, in_event)
     }
 
     /// `serves`: what the socket the request came in on serves. The constructor is plugin
@@ -322,12 +348,7 @@ impl Dispatcher {
     }
 
     /// What a HandleEvent asks for: an event to run, or an answer at once.
-    fn prepare_event(
-        &self,
-        msgid: MsgId,
-        instance_id: i64,
-        event_name: &[u8],
-    ) -> Result<Prepared, String> {
+    fn prepare_event(&self, instance_id: i64, event_name: &[u8]) -> Result<Prepared, String> {
         let instance = self
             .instances
             .get(instance_id)
@@ -340,8 +361,10 @@ impl Dispatcher {
         })?;
         let event_id = self.event_ids.next();
         if !instance.plugin.implements(phase) {
-            let ret = rpc::step_reply(msgid, event_id, StepData::Ret);
-            return Ok(Prepared::Answered(ret));
+            return Ok(Prepared::Answered {
+                event_id,
+                next: Next::Ret,
+            });
         }
         if self.draining.load(Ordering::Acquire) {
             return Err(SHUTTING_DOWN.into());
@@ -357,9 +380,10 @@ impl Dispatcher {
                     place
                 }
                 None => {
-                    return self
-                        .overloaded(msgid, event_id, served, phase)
-                        .map(Prepared::Answered)
+                    return Ok(Prepared::Answered {
+                        event_id,
+                        next: self.overloaded(served, phase),
+                    })
                 }
             },
         };
@@ -373,7 +397,7 @@ impl Dispatcher {
     }
 
     /// Runs the event's handler on this thread; returns the connection it holds at the end.
-    fn run_event(&self, start: EventStart, msgid: MsgId, conn: Conn) -> Option<Conn> {
+    fn run_event(&self, start: EventStart, caller: Caller, conn: Conn) -> Option<Conn> {
         let EventStart {
             event_id,
             instance,
@@ -381,7 +405,7 @@ impl Dispatcher {
             place,
             served,
         } = start;
-        let pending = Pending { msgid, conn };
+        let pending = Pending { caller, conn };
         let answer: Arc<dyn Answer> = served;
         self.events
             .run(event_id, instance, phase, place, pending, answer)
@@ -389,31 +413,21 @@ impl Dispatcher {
 
     /// A plugin at its limit of events in flight: its request fails like a failed handler would
     /// (503 where the phase can answer, unless the plugin fails open), and nothing is queued.
-    fn overloaded(
-        &self,
-        msgid: MsgId,
-        event_id: u64,
-        served: &Served,
-        phase: Phase,
-    ) -> Result<Vec<u8>, String> {
+    fn overloaded(&self, served: &Served, phase: Phase) -> Next<'static> {
         let limit = self.max_events_per_plugin;
         served.stats.event(phase, Ending::Refused, Duration::ZERO);
         if served.overload_warnings.allow() {
             tracing::warn!(plugin = %served.plugin.name, %phase, "{limit} events in flight (--max-events-per-plugin): refusing new ones");
         }
         if served.fail_open {
-            return Ok(rpc::step_reply(msgid, event_id, StepData::Ret));
+            return Next::Ret;
         }
         match exit_args(phase, 503, "Service Unavailable") {
-            Some(args) => Ok(rpc::step_reply(
-                msgid,
-                event_id,
-                StepData::Call {
-                    method: "kong.response.exit",
-                    args: &args,
-                },
-            )),
-            None => Err(format!(
+            Some(args) => Next::Call {
+                method: EXIT,
+                args: Cow::Owned(args),
+            },
+            None => Next::Error(format!(
                 "{} has {limit} events in flight; refused",
                 served.plugin.name
             )),
@@ -423,7 +437,12 @@ impl Dispatcher {
     /// Delivers a Step to its event's handler, which answers it on `conn`; Steps of events the
     /// host this one replaced still runs are forwarded to it.
     fn step(&self, msgid: MsgId, event_id: u64, result: StepResult, conn: Conn) -> Option<Conn> {
-        let Some(event) = self.events.get(event_id) else {
+        // A ProtoBuf:1 event takes no Steps: its PDK calls are answered on its own connection.
+        let msgpack_event = self
+            .events
+            .get(event_id)
+            .filter(|e| e.protocol == Protocol::MsgPack);
+        let Some(event) = msgpack_event else {
             let predecessor = self.predecessor.lock().clone();
             let reply = match predecessor {
                 Some(forwarder) => {
@@ -445,7 +464,8 @@ impl Dispatcher {
     }
 
     fn resume(&self, event: &Event, msgid: MsgId, result: StepResult, conn: Conn) -> Option<Conn> {
-        match self.events.resume(event, result, Pending { msgid, conn }) {
+        let caller = Caller::MsgPack(msgid);
+        match self.events.resume(event, result, Pending { caller, conn }) {
             Ok(()) => None,
             Err((error, conn)) => conn.answer(&rpc::error_reply(msgid, &error)),
         }
@@ -455,7 +475,11 @@ impl Dispatcher {
     /// the host this one replaced: such messages go to a plugin thread. Everything else is
     /// answered at once wherever it was read, the socket runtime included, so GetStatus and
     /// Steps are answered even while every plugin thread is busy.
-    pub fn needs_plugin_thread(&self, message: &Value) -> bool {
+    pub fn needs_plugin_thread(&self, message: &Message) -> bool {
+        let message = match message {
+            Message::MsgPack(message) => message,
+            Message::ProtoBuf(payload) => return envelope::runs_plugin_code(payload),
+        };
         match rpc::method_of(message) {
             Some("plugin.HandleEvent" | "plugin.StartInstance") => true,
             _ => rpc::step_event_id(message).is_some_and(|id| {
@@ -562,14 +586,94 @@ struct EventStart {
 
 enum Prepared {
     Run(EventStart),
-    Answered(Vec<u8>),
+    /// Answered at once, without running plugin code (a phase the plugin does not implement,
+    /// or a plugin at its limit).
+    Answered {
+        event_id: u64,
+        next: Next<'static>,
+    },
+}
+
+/// What a request other than a HandleEvent or Step is answered with.
+enum Reply {
+    /// StartInstance's instance (and ProtoBuf:1's `cmd_get_instance_status`).
+    Instance {
+        id: i64,
+        name: String,
+        started_at: u64,
+    },
+    Nil,
+    /// MsgPack:1's `plugin.GetStatus`.
+    Status(Value),
+}
+
+/// Writes `reply` to `caller` on `conn` in its protocol; the connection, unless it closed.
+/// `in_event`: the request was a HandleEvent, whose ProtoBuf:1 caller reads PDK calls first.
+fn answer(
+    conn: Conn,
+    caller: Caller,
+    reply: Result<Reply, String>,
+    in_event: bool,
+) -> Option<Conn> {
+    match caller {
+        Caller::MsgPack(msgid) => {
+            let bytes = match reply {
+                Ok(Reply::Instance {
+                    id,
+                    name,
+                    started_at,
+                }) => {
+                    let result = Value::Map(vec![
+                        (Value::from("Id"), Value::from(id)),
+                        (Value::from("Name"), Value::from(name)),
+                        (Value::from("StartTime"), Value::from(started_at)),
+                    ]);
+                    rpc::result_reply(msgid, &result)
+                }
+                Ok(Reply::Nil) => rpc::result_reply(msgid, &Value::Nil),
+                Ok(Reply::Status(status)) => rpc::result_reply(msgid, &status),
+                Err(error) => rpc::error_reply(msgid, &error),
+            };
+            conn.answer(&bytes)
+        }
+        Caller::ProtoBuf(sequence) => match reply {
+            Ok(Reply::Instance {
+                id,
+                name,
+                started_at,
+            }) => {
+                let instance = Return::Instance {
+                    id,
+                    name: &name,
+                    started_at,
+                };
+                conn.answer(&envelope::reply(sequence, instance))
+            }
+            Ok(Reply::Nil) => conn.answer(&envelope::reply(sequence, Return::Empty)),
+            Ok(Reply::Status(_)) => unreachable!("GetStatus is MsgPack:1's"),
+            // Kong's own rule (pb_rpc.lua, `handle_event`): a read error naming "closed"
+            // restarts the instance and replays the phase, which is what a lost instance needs.
+            Err(error) if error.contains(NO_INSTANCE) => {
+                tracing::warn!(
+                    "closing a ProtoBuf:1 connection, so Kong starts a new instance: {error}"
+                );
+                None
+            }
+            Err(error) => {
+                tracing::warn!("failed a ProtoBuf:1 call: {error}");
+                conn.answer(&envelope::failed(in_event))
+            }
+        },
+    }
 }
 
 /// Kong treats this substring as "restart the instance and replay the phase" (protocol.md §9.4):
 /// use it for unknown instance ids only.
 fn no_instance(id: i64) -> String {
-    format!("no plugin instance {id}")
+    format!("{NO_INSTANCE} {id}")
 }
+
+const NO_INSTANCE: &str = "no plugin instance";
 
 /// The `kong.response.exit(status, {message = ...})` args that end a failed request, where the
 /// phase can still answer the client. A failed handler ends its request this way (fail closed):

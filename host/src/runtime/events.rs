@@ -9,6 +9,11 @@
 //! its Step to be delivered ([`Events::resume`]) by whichever thread reads it, with the
 //! connection it came in on. Events live in one table keyed by event id for those deliveries.
 //!
+//! Over ProtoBuf:1 (protocol.md §13.6) there are no Steps: Kong keeps the HandleEvent's
+//! connection for the whole event, and the handler's thread makes each PDK call a round trip on
+//! it (`runtime/protobuf.rs`); the event is ended on that connection. Everything else here (the
+//! table, the reaper's deadlines, places, statistics, fail-closed exits) is shared.
+//!
 //! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a PDK
 //! call raises inside Kong (protocol.md §8). Terminal calls end the event at once; anything else
 //! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
@@ -19,9 +24,12 @@ use crate::{
     runtime::connection::{Conn, Read, Waker},
     runtime::instances::Live,
     runtime::place::Place,
+    runtime::protobuf::KongOnConnection,
     runtime::sharded::ShardedMap,
     wire::frame::Scanner,
-    wire::rpc::{self, MsgId, StepResult},
+    wire::protobuf::{envelope, pdk},
+    wire::rpc::{self, StepData, StepResult},
+    wire::{Caller, Message, Protocol},
 };
 use abi_stable::{
     sabi_trait::TD_Opaque,
@@ -29,8 +37,8 @@ use abi_stable::{
 };
 use kong_rust_abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
 use nix::time::{clock_gettime, ClockId};
-use rmpv::Value;
 use std::{
+    borrow::Cow,
     cell::RefCell,
     panic::{self, AssertUnwindSafe},
     sync::{
@@ -53,17 +61,67 @@ pub enum Yield<'a> {
     Stuck,
 }
 
-/// Turns a [`Yield`] into the reply bytes, ending the event when it is over (the dispatcher's
-/// policy: statistics, fail-closed exits).
+/// Turns a [`Yield`] into what Kong is answered, ending the event when it is over (the
+/// dispatcher's policy: statistics, fail-closed exits).
 pub trait Answer: Send + Sync {
-    fn answer(&self, event: &Event, msgid: MsgId, yielded: Yield<'_>) -> Vec<u8>;
+    fn answer<'a>(&self, event: &Event, yielded: Yield<'a>) -> Next<'a>;
 }
 
-/// The Kong request (HandleEvent or Step) an event's next yield answers, and the connection
-/// it came in on, where the answer goes.
+/// What an event's pending request is answered with, in either protocol.
+pub enum Next<'a> {
+    /// A PDK call for Kong to run: the handler's (MsgPack:1 only; a ProtoBuf:1 handler's calls
+    /// go out inside the request), or the exit that ends a failed request.
+    Call {
+        method: &'a str,
+        args: Cow<'a, [u8]>,
+    },
+    /// The handler is done.
+    Ret,
+    /// The event failed without an answer for the client.
+    Error(String),
+}
+
+/// The Kong request (HandleEvent, or a MsgPack:1 Step) an event's next yield answers, and the
+/// connection it came in on, where the answer goes.
 pub struct Pending {
-    pub msgid: MsgId,
+    pub caller: Caller,
     pub conn: Conn,
+}
+
+/// Answers `caller`'s request for event `event_id` with `next` on `conn`, in the caller's
+/// protocol; returns the connection unless it was closed. A ProtoBuf:1 call goes out inside
+/// the request (`kong_wait`: how long Kong may take to answer one that it answers).
+pub fn send_next(
+    caller: Caller,
+    event_id: u64,
+    next: Next<'_>,
+    mut conn: Conn,
+    kong_wait: Duration,
+) -> Option<Conn> {
+    let reply = match (caller, next) {
+        (Caller::MsgPack(msgid), Next::Call { method, args }) => rpc::step_reply(
+            msgid,
+            event_id,
+            StepData::Call {
+                method,
+                args: &args,
+            },
+        ),
+        (Caller::MsgPack(msgid), Next::Ret) => rpc::step_reply(msgid, event_id, StepData::Ret),
+        (Caller::MsgPack(msgid), Next::Error(error)) => rpc::error_reply(msgid, &error),
+        // Only the exit that ends a failed request: Kong never reads on after it, so the
+        // connection closes once it is written.
+        (Caller::ProtoBuf(_), Next::Call { method, args }) => {
+            let mut kong = KongOnConnection::new(&mut conn, None, kong_wait);
+            if let Err(error) = pdk::call(&mut kong, method, &args) {
+                tracing::warn!("{}", error.message);
+            }
+            return None;
+        }
+        (Caller::ProtoBuf(sequence), Next::Ret) => envelope::event_end(sequence),
+        (Caller::ProtoBuf(_), Next::Error(_)) => envelope::failed(true),
+    };
+    conn.send(&reply).then_some(conn)
 }
 
 /// Kong's result of the handler's last PDK call.
@@ -162,6 +220,11 @@ pub struct Event {
     /// Its place under `--max-events-per-plugin`; taken by a newer event of the same plugin
     /// when this one is reclaimed to make room.
     place: Mutex<Option<Place>>,
+    /// How long Kong may take to answer a ProtoBuf:1 PDK call (`--kong-step-timeout`).
+    kong_wait: Duration,
+    /// The protocol of the HandleEvent that started it: a ProtoBuf:1 event's PDK calls go out
+    /// on its own connection.
+    pub protocol: Protocol,
 }
 
 /// The event had no pending request to answer: it was reclaimed, or already answered.
@@ -171,11 +234,11 @@ impl Event {
     /// Answers the pending request with `yielded`, on the connection it came in on, and returns
     /// that connection (`None` once Kong closed it).
     pub fn reply(&self, yielded: Yield<'_>) -> Result<Option<Conn>, NotPending> {
-        let Some(Pending { msgid, mut conn }) = self.set_pending(None) else {
+        let Some(Pending { caller, conn }) = self.set_pending(None) else {
             return Err(NotPending);
         };
-        let answer = self.answer.answer(self, msgid, yielded);
-        Ok(conn.send(&answer).then_some(conn))
+        let next = self.answer.answer(self, yielded);
+        Ok(send_next(caller, self.id, next, conn, self.kong_wait))
     }
 
     fn set_pending(&self, pending: Option<Pending>) -> Option<Pending> {
@@ -265,6 +328,7 @@ impl Events {
     ) -> Option<Conn> {
         let mailbox = Mailbox::default();
         let _ = mailbox.handler.set(Waker::current());
+        let protocol = pending.caller.protocol();
         let event = Arc::new(Event {
             id,
             instance,
@@ -277,6 +341,8 @@ impl Events {
             waiting_on: Mutex::new(String::new()),
             started: Instant::now(),
             place: Mutex::new(Some(place)),
+            kong_wait: self.timeouts.kong_step,
+            protocol,
         });
         self.table.insert(id, Arc::clone(&event));
         run_handler(event, self)
@@ -493,7 +559,10 @@ impl Bridge<'_> {
                 "empty PDK method name".into(),
             ));
         }
-        let terminal = matches!(method, "kong.response.exit" | "kong.response.error");
+        let terminal = pdk::is_terminal(method);
+        if self.event.protocol == Protocol::ProtoBuf {
+            return self.call_over_protobuf(method, args, terminal);
+        }
         let call = Yield::Call {
             method,
             args,
@@ -518,6 +587,66 @@ impl Bridge<'_> {
                 (self.events.timeouts.kong_step * 2).as_secs()
             ))),
             Err(Wait::Closed) => Err(self.end(reclaimed())),
+        }
+    }
+
+    /// A ProtoBuf:1 PDK call: Kong keeps the event's request open while the handler runs, so
+    /// the call is one or more round trips on its connection, which this thread holds.
+    fn call_over_protobuf(
+        &self,
+        method: &str,
+        args: &[u8],
+        terminal: bool,
+    ) -> Result<Vec<u8>, HostError> {
+        let event = &self.event;
+        let Some(Pending { caller, mut conn }) = event.set_pending(None) else {
+            return Err(self.end(format!(
+                "{method}: the event was reclaimed (its handler ran too long)"
+            )));
+        };
+        // What a MsgPack:1 call's Step reply does: count the call, and end the event at a
+        // terminal one or mark it waiting on Kong, whose silence the reaper judges.
+        let _ = event.answer.answer(
+            event,
+            Yield::Call {
+                method,
+                args,
+                terminal,
+            },
+        );
+        let waker = event
+            .mailbox
+            .handler
+            .get()
+            .expect("set before the handler runs");
+        let ended = || event.mailbox.is_closed();
+        let mut kong = KongOnConnection::new(&mut conn, Some((waker, &ended)), event.kong_wait);
+        let result = pdk::call(&mut kong, method, args);
+        if kong.broken {
+            // The connection cannot be followed any more: it closes, and Kong's request fails.
+            let reason = match &result {
+                Err(error) => error.message.to_string(),
+                Ok(_) => format!("{method}: the connection to Kong failed"),
+            };
+            return Err(self.end(reason));
+        }
+        if !terminal && event.mailbox.is_closed() {
+            // Reclaimed as Kong's answer arrived: the event is over, as if it had not.
+            return Err(self.end(format!(
+                "{method}: the event was reclaimed (Kong stopped answering)"
+            )));
+        }
+        if terminal {
+            // Kong ends the request at the exit and never reads this connection again
+            // (kong.response.exit yields the handler's coroutine, or ends the request): it
+            // closes here, as it does on Kong's side.
+            self.end(format!("the request was already ended by {method}"));
+            return result;
+        }
+        let pending = Pending { caller, conn };
+        match event.resumed(self.events.now_ms(), pending) {
+            Ok(()) => result,
+            Err((refusal, _)) => Err(self.end(refusal)),
         }
     }
 
@@ -571,20 +700,29 @@ impl Bridge<'_> {
 
     /// Takes `message` as this event's next Step if it is one; anything else goes where it is
     /// answered. `Err`: the connection, if this thread still holds it.
-    fn own_step(&self, conn: Conn, message: Value) -> Result<Resume, Option<Conn>> {
-        if rpc::step_event_id(&message) != Some(self.event.id) || self.event.mailbox.is_closed() {
-            conn.route(message);
-            return Err(None);
-        }
+    fn own_step(&self, conn: Conn, message: Message) -> Result<Resume, Option<Conn>> {
+        let message = match message {
+            Message::MsgPack(message)
+                if rpc::step_event_id(&message) == Some(self.event.id)
+                    && !self.event.mailbox.is_closed() =>
+            {
+                message
+            }
+            other => {
+                conn.route(other);
+                return Err(None);
+            }
+        };
         let (msgid, result) = match rpc::parse(message).map(|(id, r)| (id, r.into_step())) {
             Ok((msgid, Ok((_, result)))) => (msgid, result),
             Ok((_, Err(_))) => unreachable!("step_event_id matched a Step method"),
             Err(refused) => return Err(conn.refuse(refused)),
         };
         let now = self.events.now_ms();
-        match self.event.resumed(now, Pending { msgid, conn }) {
+        let caller = Caller::MsgPack(msgid);
+        match self.event.resumed(now, Pending { caller, conn }) {
             Ok(()) => Ok(result),
-            Err((refusal, Pending { msgid, mut conn })) => {
+            Err((refusal, Pending { mut conn, .. })) => {
                 let kept = conn.send(&rpc::error_reply(msgid, &refusal));
                 Err(kept.then_some(conn))
             }

@@ -11,6 +11,7 @@ pub(crate) mod instances;
 pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod place;
+pub(crate) mod protobuf;
 pub(crate) mod sharded;
 pub(crate) mod status;
 pub(crate) mod throttle;

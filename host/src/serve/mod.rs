@@ -15,9 +15,8 @@ use crate::{
     runtime::executor::Executor,
     runtime::place::Place,
     wire::frame::Frames,
-    wire::rpc,
+    wire::Message,
 };
-use rmpv::Value;
 use std::{
     collections::HashMap,
     io,
@@ -27,7 +26,7 @@ use std::{
     time::Duration,
 };
 use tokio::{
-    io::{unix::AsyncFd, AsyncWriteExt, Interest},
+    io::{unix::AsyncFd, Interest},
     net::UnixStream,
     runtime::Handle,
     task::JoinSet,
@@ -168,21 +167,16 @@ impl Server {
         }
     }
 
-    /// A connection Kong just opened: the serverPid notification, then it is watched.
-    async fn open(self: Arc<Self>, mut stream: UnixStream, name: Arc<str>, serves: Serves) {
+    /// A connection Kong just opened: watched until Kong's first bytes say which protocol it
+    /// speaks (a MsgPack:1 one gets its serverPid notification ahead of its first reply).
+    async fn open(self: Arc<Self>, stream: UnixStream, name: Arc<str>, serves: Serves) {
         let Some(slot) = self.open.take(self.limits.max_connections) else {
             return;
         };
-        if let Err(error) = stream
-            .write_all(&rpc::server_pid_notification(std::process::id()))
-            .await
-        {
-            tracing::debug!("connection closed before the serverPid notification: {error}");
-            return;
-        }
         match stream.into_std() {
             Ok(stream) => {
-                let conn = self.conn(stream, name, serves, Some(slot), Vec::new());
+                let mut conn = self.conn(stream, name, serves, Some(slot), Vec::new());
+                conn.greet = true;
                 self.watch(conn).await
             }
             Err(error) => tracing::warn!("closing a connection: {error}"),
@@ -198,7 +192,7 @@ impl Server {
         buffered: Vec<u8>,
     ) -> Conn {
         let limits = self.limits;
-        let mut frames = Frames::new(limits.max_frame_bytes, limits.max_depth);
+        let mut frames = Frames::from_kong(limits.max_frame_bytes, limits.max_depth);
         frames.buffer().extend_from_slice(&buffered);
         Box::new(Connection {
             stream,
@@ -207,6 +201,7 @@ impl Server {
             serves,
             home: Arc::clone(self) as Arc<dyn Home>,
             slot,
+            greet: false,
         })
     }
 
@@ -227,13 +222,15 @@ impl Server {
         conn.park();
     }
 
-    /// Serves a connection made elsewhere, as if accepted on a socket that `serves` (without the
-    /// serverPid notification): the fuzz target's way in.
+    /// Serves a MsgPack:1 connection made elsewhere, as if accepted on a socket that `serves`
+    /// (without the serverPid notification): the fuzz target's way in.
     #[cfg(feature = "fuzzing")]
     pub fn adopt_stream(self: &Arc<Self>, stream: std::os::unix::net::UnixStream, serves: Serves) {
         let slot = self.open.take(self.limits.max_connections);
-        self.conn(stream, Arc::from("fuzz"), serves, slot, Vec::new())
-            .park();
+        let mut conn = self.conn(stream, Arc::from("fuzz"), serves, slot, Vec::new());
+        // The target checks MsgPack:1 replies, whatever bytes open its input.
+        conn.frames = Frames::new(self.limits.max_frame_bytes, self.limits.max_depth);
+        conn.park();
     }
 
     /// Serves the predecessor's end of a forwarding connection: never counted, never handed
@@ -307,7 +304,7 @@ impl Server {
 
     /// Runs on a plugin thread: answers `conn`'s messages, starting with `next`, for as long as
     /// this thread holds it.
-    fn answer_on_this_thread(self: Arc<Self>, mut conn: Conn, mut next: Option<Value>) {
+    fn answer_on_this_thread(self: Arc<Self>, mut conn: Conn, mut next: Option<Message>) {
         loop {
             let message = match next.take() {
                 Some(message) => message,
@@ -331,7 +328,7 @@ impl Server {
 
     /// Waits for Kong's next message on `conn` while that is worth a thread; `None` once the
     /// connection is parked on the runtime, or closed.
-    fn hold(&self, conn: Conn) -> Option<(Conn, Value)> {
+    fn hold(&self, conn: Conn) -> Option<(Conn, Message)> {
         let Some(_holding) = Place::take(&self.holders, MAX_HOLDERS) else {
             conn.park();
             return None;
@@ -351,24 +348,21 @@ impl Server {
 
     /// Whether `conn` moves to the successor now: once it accepts, only Steps of this
     /// process's own events are answered here.
-    fn hands_over(&self, conn: &Conn, message: Option<&Value>) -> bool {
+    fn hands_over(&self, conn: &Conn, message: Option<&Message>) -> bool {
         conn.transferable()
             && self.upgrading.under_way()
             && !message.is_some_and(|message| self.dispatcher.owns_step(message))
     }
 
     /// Sends `conn` to the successor; `unanswered` is read there again, ahead of what follows.
-    fn hand_over(&self, conn: Connection, unanswered: Option<Value>) {
+    fn hand_over(&self, conn: Connection, unanswered: Option<Message>) {
         let Connection {
             stream,
             mut frames,
             name,
             ..
         } = conn;
-        let mut buffered = Vec::new();
-        if let Some(message) = unanswered {
-            rmpv::encode::write_value(&mut buffered, &message).expect("Vec write");
-        }
+        let mut buffered = unanswered.map_or_else(Vec::new, |message| message.to_bytes());
         buffered.extend_from_slice(frames.buffer());
         self.upgrading.hand_over(MovingConnection {
             name: name.to_string(),
@@ -379,7 +373,7 @@ impl Server {
 }
 
 impl Home for Server {
-    fn route(self: Arc<Self>, conn: Conn, message: Value) {
+    fn route(self: Arc<Self>, conn: Conn, message: Message) {
         if self.hands_over(&conn, Some(&message)) {
             return self.hand_over(*conn, Some(message));
         }

@@ -1,4 +1,5 @@
-//! Finding message boundaries in Kong's stream.
+//! Finding message boundaries in Kong's stream: ProtoBuf:1 frames carry their length
+//! (`protobuf::frame`); MsgPack:1 messages are found by scanning them.
 //!
 //! MsgPack:1 has no length prefix: the stream is a concatenation of MessagePack values. The
 //! scanner walks value headers without decoding or allocating, so it can say "one complete
@@ -7,6 +8,7 @@
 //! nesting and the number of values are checked against limits from the headers alone, before
 //! anything is buffered or decoded for them.
 
+use crate::wire::{protobuf, Message, Protocol};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -115,14 +117,34 @@ impl Scanner {
 pub struct Frames {
     buffer: Vec<u8>,
     scanner: Scanner,
+    max_len: usize,
+    /// What the connection speaks; `None` until its first bytes tell (Kong's side of a
+    /// socket, which answers either protocol).
+    protocol: Option<Protocol>,
 }
 
 impl Frames {
+    /// A stream of MessagePack messages: the replies a client of the host reads.
     pub fn new(max_len: usize, max_depth: usize) -> Self {
+        Frames {
+            protocol: Some(Protocol::MsgPack),
+            ..Frames::from_kong(max_len, max_depth)
+        }
+    }
+
+    /// What Kong sends on a connection, in whichever protocol its first bytes open.
+    pub fn from_kong(max_len: usize, max_depth: usize) -> Self {
         Frames {
             buffer: Vec::new(),
             scanner: Scanner::new(max_len, max_depth),
+            max_len,
+            protocol: None,
         }
+    }
+
+    /// The connection's protocol, once its first bytes have told.
+    pub fn protocol(&self) -> Option<Protocol> {
+        self.protocol
     }
 
     /// Frees the buffer's memory when it holds nothing: an idle connection needs none.
@@ -137,16 +159,47 @@ impl Frames {
         &mut self.buffer
     }
 
+    /// The next MessagePack message of a stream [`Frames::new`] reads (a client's replies).
+    pub fn next_value(&mut self) -> Result<Option<rmpv::Value>, String> {
+        match self.next_message()? {
+            Some(Message::MsgPack(value)) => Ok(Some(value)),
+            Some(Message::ProtoBuf(_)) => unreachable!("Frames::new reads MessagePack only"),
+            None => Ok(None),
+        }
+    }
+
     /// The next complete message, decoded and removed from the buffer; `Ok(None)` until more
     /// bytes arrive. After an error the stream cannot be followed any further: close it.
-    pub fn next_message(&mut self) -> Result<Option<rmpv::Value>, String> {
-        let Some(len) = self.scanner.scan(&self.buffer).map_err(|e| e.to_string())? else {
-            return Ok(None);
+    pub fn next_message(&mut self) -> Result<Option<Message>, String> {
+        let protocol = match self.protocol {
+            Some(protocol) => protocol,
+            None => match Protocol::opening(&self.buffer, self.max_len) {
+                Some(protocol) => *self.protocol.insert(protocol),
+                None => return Ok(None),
+            },
         };
-        let message = rmpv::decode::read_value(&mut &self.buffer[..len])
-            .map_err(|error| format!("undecodable MessagePack: {error}"))?;
-        self.buffer.drain(..len);
-        Ok(Some(message))
+        match protocol {
+            Protocol::MsgPack => {
+                let Some(len) = self.scanner.scan(&self.buffer).map_err(|e| e.to_string())? else {
+                    return Ok(None);
+                };
+                let message = rmpv::decode::read_value(&mut &self.buffer[..len])
+                    .map_err(|error| format!("undecodable MessagePack: {error}"))?;
+                self.buffer.drain(..len);
+                Ok(Some(Message::MsgPack(message)))
+            }
+            Protocol::ProtoBuf => {
+                let Some(len) = protobuf::frame::complete(&self.buffer, self.max_len)
+                    .map_err(|error| format!("ProtoBuf:1 {error}"))?
+                else {
+                    return Ok(None);
+                };
+                let end = protobuf::frame::LENGTH_BYTES + len;
+                let payload = self.buffer[protobuf::frame::LENGTH_BYTES..end].to_vec();
+                self.buffer.drain(..end);
+                Ok(Some(Message::ProtoBuf(payload)))
+            }
+        }
     }
 }
 

@@ -1,38 +1,12 @@
 //! MsgPack-RPC messages as Kong sends and expects them (protocol.md §6, §7).
 
+use super::Request;
 use rmp::encode as enc;
 use rmpv::{Integer, Value};
 use thiserror::Error;
 
 /// The request id, echoed back exactly as received (Kong asserts on it).
 pub type MsgId = Integer;
-
-/// A decoded Kong request.
-#[derive(Debug)]
-pub enum Request {
-    StartInstance {
-        name: Vec<u8>,
-        config: Vec<u8>,
-    },
-    CloseInstance {
-        instance_id: i64,
-    },
-    HandleEvent {
-        instance_id: i64,
-        event_name: Vec<u8>,
-    },
-    /// `plugin.Step` and its typed variants, which are identical on the wire (protocol.md §7.4).
-    Step {
-        event_id: u64,
-        data: Value,
-    },
-    /// `plugin.StepError`: Kong's PDK call failed (never sent since Kong 3.0, protocol.md §7.5).
-    StepError {
-        event_id: u64,
-        message: String,
-    },
-    GetStatus,
-}
 
 /// Kong's result of a PDK call, as a Step carries it: the encoded value, or Kong's error.
 pub type StepResult = Result<Vec<u8>, String>;

@@ -265,7 +265,7 @@ fn kong_conf_gives_every_plugin_its_own_entry() {
     assert!(stdout.contains("pluginserver_names = rust-bench,rust-hello\n"));
     assert!(stdout.contains("pluginserver_rust_hello_socket = /run/kong/rust-hello.socket\n"));
     assert!(stdout.contains(&format!(
-        "pluginserver_rust_hello_query_cmd = /usr/local/bin/kong-rust-host dump rust-hello --plugins-dir {}\n",
+        "pluginserver_rust_hello_query_cmd = /usr/local/bin/kong-rust-host dump rust-hello --plugins-dir {} --protocol protobuf\n",
         dir.path().display()
     )));
     // 3.9: started outside Kong by default (Kong 3.9.0-3.9.3's Admin API breaks on a process

@@ -2,7 +2,9 @@
 //! each of its limits.
 
 use e2e::{artifacts, start_instance, Setup};
-use kong_driver::{run_event, EventEnd, KongClient, RawConn, SimRequest, StepData};
+use kong_driver::{
+    run_event, EventEnd, KongClient, LuaValue, RawConn, Request, SimRequest, StepData,
+};
 use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 fn hello() -> Setup {
@@ -68,8 +70,12 @@ async fn connections_over_the_limit_are_closed_until_one_ends() {
     let socket = host.socket("rust-hello");
     let mut first = RawConn::connect(&socket).await.unwrap();
     let mut second = RawConn::connect(&socket).await.unwrap();
-    first.read_value().await.unwrap();
-    second.read_value().await.unwrap();
+    // Both are counted once the host has answered on them.
+    for conn in [&mut first, &mut second] {
+        let status = Request::new("plugin.GetStatus", LuaValue::Nil).encode(1);
+        conn.send(&status).await.unwrap();
+        conn.read_value().await.unwrap();
+    }
     let mut third = RawConn::connect(&socket).await.unwrap();
     assert!(
         third.is_closed(Duration::from_secs(5)).await,

@@ -10,24 +10,50 @@ fn setup() -> Setup {
     Setup::new(&[(&artifacts().hello, "librust_hello.so")])
 }
 
-/// A raw connection whose first message, the serverPid notification, was checked and consumed.
-async fn connect(host: &Host) -> RawConn {
-    let mut conn = RawConn::connect(host.socket("rust-hello")).await.unwrap();
-    let (_, notification) = conn.read_value().await.unwrap();
-    assert_eq!(
-        notification,
-        Value::Array(vec![
-            Value::from(2),
-            Value::from("serverPid"),
-            Value::from(host.pid())
-        ])
-    );
-    conn
+/// A raw connection to rust-hello's socket, and whether its serverPid notification was read.
+struct Conn {
+    raw: RawConn,
+    pid: u32,
+    greeted: bool,
 }
 
-/// The next message on `conn`: (raw bytes, value).
-async fn reply(conn: &mut RawConn) -> (Vec<u8>, Value) {
-    conn.read_value().await.expect("a reply")
+impl std::ops::Deref for Conn {
+    type Target = RawConn;
+    fn deref(&self) -> &RawConn {
+        &self.raw
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut RawConn {
+        &mut self.raw
+    }
+}
+
+async fn connect(host: &Host) -> Conn {
+    Conn {
+        raw: RawConn::connect(host.socket("rust-hello")).await.unwrap(),
+        pid: host.pid(),
+        greeted: false,
+    }
+}
+
+/// The next reply on `conn`: (raw bytes, value). The first comes after the serverPid
+/// notification, which is checked and consumed (the host sends it once Kong's first bytes show
+/// the connection speaks MsgPack:1, ahead of the first reply).
+async fn reply(conn: &mut Conn) -> (Vec<u8>, Value) {
+    if !std::mem::replace(&mut conn.greeted, true) {
+        let (_, notification) = conn.raw.read_value().await.unwrap();
+        assert_eq!(
+            notification,
+            Value::Array(vec![
+                Value::from(2),
+                Value::from("serverPid"),
+                Value::from(conn.pid)
+            ])
+        );
+    }
+    conn.raw.read_value().await.expect("a reply")
 }
 
 /// `[1, msgid, error, nil]` exactly as the host must encode it.

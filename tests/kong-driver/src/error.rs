@@ -31,6 +31,14 @@ pub enum Error {
     /// msgid, malformed result...).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// ProtoBuf:1: the server closed the connection (ngx's error, which Kong's `handle_event`
+    /// reads as a lost server: it restarts the instance and replays the phase).
+    #[error("closed")]
+    Closed,
+    /// ProtoBuf:1: Kong could not serve a PDK call the server sent (`method "…" not found`, an
+    /// undecodable argument): the request fails (500 on Kong 3.8+).
+    #[error("Kong: {0}")]
+    Kong(String),
     /// The server answered with an error string (the exact string, lossily UTF-8).
     #[error("server error: {0}")]
     Server(String),
@@ -50,6 +58,15 @@ impl Error {
     pub fn is_no_plugin_instance(&self) -> bool {
         self.server_message()
             .is_some_and(|s| s.to_lowercase().contains("no plugin instance"))
+    }
+}
+
+impl Error {
+    /// Whether ProtoBuf:1's `handle_event` restarts the instance and replays the phase instead
+    /// of answering 500: its error says "closed" or "no plugin instance".
+    pub fn kong_replays(&self) -> bool {
+        let text = self.to_string().to_lowercase();
+        matches!(self, Error::Closed) || text.contains("no plugin instance")
     }
 }
 

@@ -88,6 +88,19 @@ impl RawConn {
             .await
     }
 
+    /// Reads exactly `len` bytes (a ProtoBuf:1 frame's length, then its payload), without the
+    /// MessagePack decoder; [`Error::Closed`] if the server closes first.
+    pub async fn read_exact(&mut self, len: usize) -> Result<Vec<u8>> {
+        assert!(self.decoder.is_empty(), "MessagePack bytes are buffered");
+        let mut buf = vec![0u8; len];
+        match tokio::time::timeout(self.timeout, self.stream.read_exact(&mut buf)).await {
+            Err(_) => Err(Error::Timeout(self.timeout)),
+            Ok(Ok(_)) => Ok(buf),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Closed),
+            Ok(Err(e)) => Err(Error::Io(e)),
+        }
+    }
+
     /// Waits up to `wait` and reports whether the server closed (or reset) the
     /// connection. Bytes that arrive instead are kept for [`RawConn::read_value`]
     /// and the answer is `false`.

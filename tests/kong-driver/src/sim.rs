@@ -317,8 +317,9 @@ impl PdkResponder for SimRequest {
             "kong.response.get_status" => Some(LuaValue::int(self.status)),
             "kong.service.response.get_status" => Some(LuaValue::int(self.service_response.0)),
             "kong.service.response.get_raw_body" => Some(LuaValue::bin(&self.service_response.1)),
-            // The part of Kong's log serializer the tests read (protocol.md §10.3).
-            "kong.log.serialize" => Some(LuaValue::map([
+            // The part of Kong's log serializer the tests read (protocol.md §10.3), as JSON
+            // text: Kong's bridge wraps `kong.log.serialize` in `cjson.encode`.
+            "kong.log.serialize" => Some(LuaValue::str(json(&LuaValue::map([
                 (
                     "request",
                     LuaValue::map([
@@ -330,7 +331,7 @@ impl PdkResponder for SimRequest {
                     "response",
                     LuaValue::map([("status", LuaValue::int(self.status))]),
                 ),
-            ])),
+            ])))),
             "kong.ctx.shared.get" => {
                 let key = LuaValue::from_msgpack(args.first().unwrap_or(&Value::Nil));
                 self.ctx_shared
@@ -382,6 +383,45 @@ pub fn lua_tostring(v: &Value) -> Vec<u8> {
         Value::Integer(_) | Value::F32(_) | Value::F64(_) => {
             lua_number_to_string(v.as_f64().unwrap_or(f64::NAN)).into_bytes()
         }
+    }
+}
+
+/// `cjson.encode` of a table of strings, numbers, booleans and tables.
+fn json(value: &LuaValue) -> String {
+    let text = |bytes: &[u8]| {
+        let mut out = String::from('"');
+        for c in String::from_utf8_lossy(bytes).chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' => out.push_str("\\/"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    match value {
+        LuaValue::Nil => "null".into(),
+        LuaValue::Bool(b) => b.to_string(),
+        LuaValue::Num(n) => lua_number_to_string(*n),
+        LuaValue::Str(s) | LuaValue::Bin(s) => text(s),
+        LuaValue::Array(items) => {
+            let items: Vec<String> = items.iter().map(json).collect();
+            format!("[{}]", items.join(","))
+        }
+        LuaValue::Map(entries) => {
+            let entries: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| match k {
+                    LuaValue::Str(key) => format!("{}:{}", text(key), json(v)),
+                    other => format!("{}:{}", text(json(other).as_bytes()), json(v)),
+                })
+                .collect();
+            format!("{{{}}}", entries.join(","))
+        }
+        LuaValue::EmptyMap => "{}".into(),
     }
 }
 

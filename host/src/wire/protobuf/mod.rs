@@ -1,5 +1,10 @@
-//! Kong's ProtoBuf:1 (Kong 3.8+, `kong/runloop/plugin_servers/rpc/pb_rpc.lua`): the messages,
-//! generated from `host/proto/*.proto` by `build.rs`.
+//! Kong's ProtoBuf:1 (Kong 3.8+, `kong/runloop/plugin_servers/rpc/pb_rpc.lua`; protocol.md §13):
+//! the framing, the RPC envelope, and the messages generated from `host/proto/*.proto` by
+//! `build.rs`.
+
+pub(crate) mod envelope;
+pub(crate) mod frame;
+pub(crate) mod pdk;
 
 /// Kong's `kong_plugin_protocol` package: the RPC envelope (`rpc.proto`) and the PDK's
 /// arguments and results (`pdk.proto`). Generated for the whole catalogue, so a message only
