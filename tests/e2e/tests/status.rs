@@ -163,10 +163,10 @@ async fn get_status_keeps_its_field_order_str_types_and_smallest_integer_widths(
     exercise(&kong, id).await;
 
     let mut conn = RawConn::connect(host.socket("rust-hello")).await.unwrap();
-    conn.read_value().await.unwrap(); // the serverPid notification
     conn.send(&Request::new("plugin.GetStatus", LuaValue::Nil).encode(MSGID.into()))
         .await
         .unwrap();
+    conn.read_value().await.unwrap(); // the serverPid notification, ahead of the first reply
     let (bytes, reply) = conn.read_value().await.unwrap();
     let status = &reply[3];
     let hello = get(get(status, "Plugins"), "rust-hello");
