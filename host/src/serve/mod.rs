@@ -205,10 +205,17 @@ impl Server {
         })
     }
 
-    /// Runs a connection handed over by a predecessor, with the bytes it read of it. A
-    /// handed-over connection sits in Kong's pool between calls: no serverPid notification,
-    /// which would be read as the reply to its next call (protocol.md §6.1).
-    pub fn adopt_connection(self: &Arc<Self>, fd: OwnedFd, name: &str, buffered: Vec<u8>) {
+    /// Runs a connection handed over by a predecessor, with the bytes it read of it. The
+    /// serverPid notification goes ahead of its first reply only if the predecessor never sent
+    /// it (`greet`): Kong would read a second one as the reply to its next call
+    /// (protocol.md §6.1).
+    pub fn adopt_connection(
+        self: &Arc<Self>,
+        fd: OwnedFd,
+        name: &str,
+        buffered: Vec<u8>,
+        greet: bool,
+    ) {
         let Some(slot) = self.open.take(self.limits.max_connections) else {
             return;
         };
@@ -218,7 +225,8 @@ impl Server {
             return;
         }
         let serves = self.serves.get(name).cloned().unwrap_or(Serves::All);
-        let conn = self.conn(stream, Arc::from(name), serves, Some(slot), buffered);
+        let mut conn = self.conn(stream, Arc::from(name), serves, Some(slot), buffered);
+        conn.greet = greet;
         conn.park();
     }
 
@@ -360,6 +368,7 @@ impl Server {
             stream,
             mut frames,
             name,
+            greet,
             ..
         } = conn;
         let mut buffered = unanswered.map_or_else(Vec::new, |message| message.to_bytes());
@@ -367,6 +376,7 @@ impl Server {
         self.upgrading.hand_over(MovingConnection {
             name: name.to_string(),
             buffered,
+            greet,
             fd: stream.into(),
         });
     }

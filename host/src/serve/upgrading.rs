@@ -12,6 +12,8 @@ pub(crate) struct MovingConnection {
     pub(crate) name: String,
     /// What this process read of it and did not answer: the successor reads it first.
     pub(crate) buffered: Vec<u8>,
+    /// Its serverPid notification is still owed: the successor sends it ahead of its first reply.
+    pub(crate) greet: bool,
     pub(crate) fd: OwnedFd,
 }
 

@@ -67,8 +67,14 @@ pub enum Message {
     Instances { instances: Vec<Adopted> },
     /// New accepts on every socket: old stops accepting and hands over its connections.
     Ready,
-    /// Carries a Kong connection accepted on socket `name`, and what old read of it unanswered.
-    Connection { name: String, buffered: Vec<u8> },
+    /// Carries a Kong connection accepted on socket `name`, and what old read of it unanswered;
+    /// `greet` while its serverPid notification is still owed (it was never answered).
+    Connection {
+        name: String,
+        buffered: Vec<u8>,
+        #[serde(default)]
+        greet: bool,
+    },
     /// Old holds no connection and runs no event: it exits.
     Done,
     /// Instead of `Ready`: new stands by, holding the listening sockets, until old is gone.
@@ -206,10 +212,19 @@ fn move_connections(
     let mut moved = 0usize;
     loop {
         match handed.recv_timeout(Duration::from_millis(20)) {
-            Ok(MovingConnection { name, buffered, fd }) => {
+            Ok(MovingConnection {
+                name,
+                buffered,
+                greet,
+                fd,
+            }) => {
                 send(
                     stream,
-                    &Message::Connection { name, buffered },
+                    &Message::Connection {
+                        name,
+                        buffered,
+                        greet,
+                    },
                     Some(fd.as_raw_fd()),
                 )?;
                 moved += 1;
@@ -373,9 +388,16 @@ impl Control {
                 let mut moved = 0usize;
                 loop {
                     match receive(&control) {
-                        Ok(Some((Message::Connection { name, buffered }, Some(fd)))) => {
+                        Ok(Some((
+                            Message::Connection {
+                                name,
+                                buffered,
+                                greet,
+                            },
+                            Some(fd),
+                        ))) => {
                             let _guard = runtime.enter();
-                            server.adopt_connection(fd, &name, buffered);
+                            server.adopt_connection(fd, &name, buffered, greet);
                             moved += 1;
                         }
                         Ok(Some((Message::Done, _))) => {
@@ -494,6 +516,7 @@ mod tests {
             &Message::Connection {
                 name: "rust-hello".into(),
                 buffered: vec![0x94, 0],
+                greet: true,
             },
             None,
         )
@@ -511,8 +534,15 @@ mod tests {
         let (second, fd) = receive(&b).unwrap().unwrap();
         assert!(fd.is_none());
         match second {
-            Message::Connection { name, buffered } => {
-                assert_eq!((name.as_str(), buffered), ("rust-hello", vec![0x94, 0]));
+            Message::Connection {
+                name,
+                buffered,
+                greet,
+            } => {
+                assert_eq!(
+                    (name.as_str(), buffered, greet),
+                    ("rust-hello", vec![0x94, 0], true)
+                );
             }
             other => panic!("{other:?}"),
         }
