@@ -29,6 +29,7 @@
 //! and `set_target_retry_callback` (cdata or Lua function arguments). [`Kong::call_raw`] reaches
 //! any other function.
 
+mod batch;
 mod bridge;
 mod client;
 mod cluster;
@@ -49,6 +50,7 @@ mod telemetry;
 pub mod value;
 mod vault;
 
+pub use batch::run_batched;
 pub(crate) use bridge::Bridge;
 pub use bridge::Call;
 pub use client::{Client, ClientTls, ClientVerify};
