@@ -81,7 +81,13 @@ fn calls(outcome: &Outcome) -> Vec<String> {
 #[test]
 fn consecutive_upstream_writes_arrive_as_one_set_headers_with_the_separate_writes_effect() {
     let outcome = run(
-        &["set x-a 1", "set X-B 2", "add x-b 3", "set x-a 4", "get x-c"],
+        &[
+            "set x-a 1",
+            "set X-B 2",
+            "add x-b 3",
+            "set x-a 4",
+            "get x-c",
+        ],
         &[],
         TestRequest::get("/").header("x-b", "from-client"),
     );
@@ -115,7 +121,13 @@ fn a_single_write_is_sent_as_the_plugin_made_it() {
 #[test]
 fn a_clear_header_between_writes_sends_what_was_held_first() {
     let outcome = run(
-        &["set x-a 1", "set x-b 2", "clear x-a", "set x-c 3", "set x-d 4"],
+        &[
+            "set x-a 1",
+            "set x-b 2",
+            "clear x-a",
+            "set x-c 3",
+            "set x-d 4",
+        ],
         &[],
         TestRequest::get("/"),
     );
@@ -153,7 +165,12 @@ fn an_add_with_nothing_held_for_its_name_goes_to_kong_which_knows_the_current_va
 #[test]
 fn response_writes_are_batched_apart_from_upstream_ones_keeping_the_calls_order() {
     let outcome = run(
-        &["set x-a 1", "set x-b 2", "response-set x-r 1", "response-set x-s 2"],
+        &[
+            "set x-a 1",
+            "set x-b 2",
+            "response-set x-r 1",
+            "response-set x-s 2",
+        ],
         &[],
         TestRequest::get("/"),
     );
@@ -171,7 +188,12 @@ fn response_writes_are_batched_apart_from_upstream_ones_keeping_the_calls_order(
 fn response_adds_and_underscored_names_go_to_kong_as_made() {
     let outcome = run(
         &[],
-        &["response-set x-r 1", "response-set x-s 2", "response-add x-r 3", "response-set x_u 4"],
+        &[
+            "response-set x-r 1",
+            "response-set x-s 2",
+            "response-add x-r 3",
+            "response-set x_u 4",
+        ],
         TestRequest::get("/").upstream_response(UpstreamResponse::new(200)),
     );
     assert_eq!(
@@ -205,7 +227,11 @@ fn held_writes_are_sent_when_the_handler_returns_an_error_or_panics() {
         ("fail", FailureKind::Returned(ErrorKind::Plugin)),
         ("panic", FailureKind::Panicked),
     ] {
-        let outcome = run(&["set x-a 1", "set x-b 2", last], &[], TestRequest::get("/"));
+        let outcome = run(
+            &["set x-a 1", "set x-b 2", last],
+            &[],
+            TestRequest::get("/"),
+        );
         assert_eq!(
             calls(&outcome),
             [r#"kong.service.request.set_headers {"x-a": ["1"], "x-b": ["2"]}"#],
@@ -228,7 +254,12 @@ fn a_write_kong_refuses_in_the_phase_fails_at_the_write_with_kongs_message() {
     // kong.service.request.set_header is rewrite/access only: in response Kong raises.
     let outcome = run(
         &[],
-        &["response-set x-r 1", "response-set x-s 2", "set x-a 1", "get x-never"],
+        &[
+            "response-set x-r 1",
+            "response-set x-s 2",
+            "set x-a 1",
+            "get x-never",
+        ],
         TestRequest::get("/").upstream_response(UpstreamResponse::new(200)),
     );
     assert_eq!(
