@@ -317,3 +317,47 @@ fn a_write_after_the_exit_fails_at_the_write_as_the_event_is_over() {
         ]
     );
 }
+
+/// Reads four headers with `get_headers_named`, then each with `get_header`, and logs both.
+struct Reader;
+
+#[plugin(name = "harness-header-reader", priority = 10)]
+impl Plugin for Reader {
+    type Config = Config;
+
+    fn new(_: Config) -> Result<Self> {
+        Ok(Reader)
+    }
+
+    fn access(&self, kong: &Kong) -> Result<()> {
+        let names = ["X-Twice", "x-once", "x-empty", "x-missing"];
+        let named = kong.request.get_headers_named(names)?;
+        let one_by_one = names
+            .iter()
+            .map(|name| kong.request.get_header(name))
+            .collect::<Result<Vec<_>>>()?;
+        kong.log.notice(format!("{named:?} {one_by_one:?}"))
+    }
+}
+
+#[test]
+fn several_request_headers_are_read_in_one_call_with_get_headers_values() {
+    let outcome = PluginTest::<Reader>::new("{}").unwrap().run(
+        TestRequest::get("/")
+            .header("x-twice", "first")
+            .header("X-TWICE", "second")
+            .header("X-Once", "1")
+            .header("x-empty", ""),
+    );
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert_eq!(
+        calls(&outcome)[0],
+        "kong.request.get_headers 1000",
+        "one round trip for the four names"
+    );
+    let expected = r#"[Some("first"), Some("1"), Some(""), None]"#;
+    assert_eq!(
+        outcome.logs_at(kong_rust_pdk_test::LogLevel::Notice),
+        [format!("{expected} {expected}")]
+    );
+}
