@@ -163,6 +163,31 @@ fn an_add_with_nothing_held_for_its_name_goes_to_kong_which_knows_the_current_va
 }
 
 #[test]
+fn a_host_write_goes_to_kong_as_made_since_it_also_sets_the_upstream_host() {
+    let outcome = run(
+        &[
+            "set x-a 1",
+            "set x-c 3",
+            "set Host h.example",
+            "set x-b 2",
+            "set x-d 4",
+        ],
+        &[],
+        TestRequest::get("/"),
+    );
+    assert_eq!(
+        calls(&outcome),
+        [
+            r#"kong.service.request.set_headers {"x-a": ["1"], "x-c": ["3"]}"#,
+            r#"kong.service.request.set_header "Host" "h.example""#,
+            r#"kong.service.request.set_headers {"x-b": ["2"], "x-d": ["4"]}"#,
+        ]
+    );
+    let upstream = outcome.upstream_request.as_ref().unwrap();
+    assert_eq!(upstream.header("host"), Some("h.example"));
+}
+
+#[test]
 fn response_writes_are_batched_apart_from_upstream_ones_keeping_the_calls_order() {
     let outcome = run(
         &[

@@ -129,15 +129,14 @@ fn accepted_header(args: &[u8]) -> Option<(String, Vec<String>)> {
     Some((name.as_str()?.to_string(), values))
 }
 
-/// Whether a write to `name` does more than change one header, so folding could change it:
-/// `:authority` is gRPC's (Kong refuses it elsewhere); an added `host` also becomes the
-/// upstream host alone (`ngx_var.upstream_host = value`), where a fold would pass the list;
-/// nginx turns `_` into `-` in response header names, so two spellings name one header.
-fn special(side: Side, write: Write, name: &str) -> bool {
+/// Whether a write to `name` does more than change one header, so holding it could change
+/// its effect: `:authority` is gRPC's (Kong refuses it elsewhere); `host` also becomes the
+/// upstream host (`ngx_var.upstream_host = value`), which set_headers would give the table of
+/// values; nginx turns `_` into `-` in response header names, so two spellings name one header.
+fn special(side: Side, name: &str) -> bool {
     match side {
         Side::ServiceRequest => {
-            name.eq_ignore_ascii_case(":authority")
-                || (write == Write::Add && name.eq_ignore_ascii_case("host"))
+            name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
         }
         Side::Response => name.contains('_'),
     }
@@ -172,7 +171,7 @@ impl<'h> Batching<'h> {
             return None;
         }
         let (name, values) = accepted_header(args)?;
-        if special(side, write, &name) {
+        if special(side, &name) {
             return None;
         }
         Some(HeaderWrite {
