@@ -9,7 +9,7 @@ use super::{
 use kong_rust_pdk::{
     abi::Phase,
     export::{panic_message, run_phase, Exported},
-    pdk::Kong,
+    pdk::{run_batched, Kong},
     Error, ErrorKind, Result,
 };
 use serde_json::{json, Value as Json};
@@ -241,7 +241,8 @@ fn run_handlers(members: &[&dyn Member], kong: &MockKong, phase: Phase) {
 
 fn run_handler(member: &dyn Member, kong: &MockKong, phase: Phase) {
     kong.with(|s| s.begin(member.name(), member.id(), phase));
-    let result = panic::catch_unwind(AssertUnwindSafe(|| member.handle(phase, &Kong::new(kong))))
+    let handled = || run_batched(kong, phase, |kong| member.handle(phase, kong));
+    let result = panic::catch_unwind(AssertUnwindSafe(handled))
         .map_err(|payload| panic_message(payload.as_ref()));
     kong.with(|s| s.finish(result));
 }

@@ -7,7 +7,7 @@ use crate::{
         HostRef, Phase, PhaseError, PhaseErrorKind, PluginInfo, PluginInstance, PluginInstanceBox,
         PluginInstance_TO, PluginMod, PluginModRef,
     },
-    pdk::Kong,
+    pdk::{run_batched, Kong},
     schema::{plugin_schema, Schema},
     Plugin,
 };
@@ -98,10 +98,7 @@ struct Instance<P>(P);
 
 impl<P: Plugin> PluginInstance for Instance<P> {
     fn run_phase(&self, phase: Phase, host: HostRef<'_>) -> RResult<(), PhaseError> {
-        let outcome = guarded(|| {
-            let kong = Kong::new(&host);
-            run_phase(&self.0, phase, &kong)
-        });
+        let outcome = guarded(|| run_batched(&host, phase, |kong| run_phase(&self.0, phase, kong)));
         let (kind, message) = match outcome {
             Ok(Ok(())) => return RResult::ROk(()),
             // With its causes: `loading keys: no such file`.

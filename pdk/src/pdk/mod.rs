@@ -19,7 +19,8 @@
 //! | [`vault`](Vault) | `kong.vault` |
 //!
 //! Every method encodes its arguments as MessagePack, makes one call through the host, and
-//! decodes Kong's answer, absorbing Kong's wire quirks: integral floats that arrive as integers,
+//! decodes Kong's answer (header writes excepted: consecutive ones go as one `set_headers`, see
+//! [`ServiceRequest::set_header`] and [`Response::set_header`]), absorbing Kong's wire quirks: integral floats that arrive as integers,
 //! empty maps that arrive as empty arrays, strings that are not UTF-8. It never leaves a `nil`
 //! before another argument (a Lua argument list ends at its first `nil`, so Kong would drop the
 //! rest): an omitted optional argument followed by a given one is sent as Kong's default.
@@ -29,6 +30,7 @@
 //! and `set_target_retry_callback` (cdata or Lua function arguments). [`Kong::call_raw`] reaches
 //! any other function.
 
+mod batch;
 mod bridge;
 mod client;
 mod cluster;
@@ -49,6 +51,7 @@ mod telemetry;
 pub mod value;
 mod vault;
 
+pub use batch::run_batched;
 pub(crate) use bridge::Bridge;
 pub use bridge::Call;
 pub use client::{Client, ClientTls, ClientVerify};

@@ -150,6 +150,33 @@ impl<'a> Request<'a> {
         self.bridge.headers("kong.request.get_headers", max_headers)
     }
 
+    /// Several headers in one round trip: the first value of each of `names` (case-insensitive),
+    /// `None` for one the request lacks; what [`get_header`](Request::get_header) gives for
+    /// each, for one `kong.request.get_headers(1000)` instead of a round trip per name:
+    ///
+    /// ```
+    /// # use kong_rust_pdk::prelude::*;
+    /// fn access(kong: &Kong) -> Result<()> {
+    ///     let [key, authorization] = kong.request.get_headers_named(["apikey", "authorization"])?;
+    ///     # let _ = (key, authorization);
+    ///     Ok(())
+    /// }
+    /// # fn main() {}
+    /// ```
+    ///
+    /// It reads the first 1000 header lines (Kong's maximum): only a request with more could
+    /// hold a header `get_header` finds and this does not. Phases: rewrite, access, response,
+    /// log.
+    pub fn get_headers_named<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> Result<[Option<String>; N]> {
+        /// Kong's `MAX_HEADERS` for `kong.request.get_headers`.
+        const MAX_HEADERS: u32 = 1000;
+        let headers = self.get_headers(Some(MAX_HEADERS))?;
+        Ok(names.map(|name| headers.get(name).map(str::to_string)))
+    }
+
     /// The body's bytes, empty when there is none. A body nginx buffered to a file is read only
     /// when it is at most `max_allowed_file_size` bytes; otherwise Kong fails the call.
     pub fn get_raw_body(&self, max_allowed_file_size: Option<u64>) -> Result<Vec<u8>> {

@@ -75,6 +75,12 @@ impl<'a> Response<'a> {
 
     /// Sets response header `name`, replacing any value it had (set before proxying, it
     /// overrides the service's). Phases: rewrite, access, response.
+    ///
+    /// Reaches Kong with the header writes around it: consecutive writes are held and sent as
+    /// one `kong.response.set_headers` before the handler's next other PDK call, before
+    /// [`exit`](Response::exit), or when the handler returns (also with `Err`). Not held, so
+    /// sent at once: writes in other phases (Kong refuses them there) and names with `_` (nginx
+    /// spells them with `-`, so two spellings name one header).
     pub fn set_header(&self, name: &str, value: &str) -> Result<()> {
         self.bridge.call_unit(
             "kong.response.set_header",
@@ -84,6 +90,9 @@ impl<'a> Response<'a> {
 
     /// Adds a value to response header `name`, keeping the ones it had.
     /// Phases: rewrite, access, response.
+    ///
+    /// Sent at once (after any held [`set_header`](Response::set_header)s): nginx adds to the
+    /// response's current values, which only Kong knows.
     pub fn add_header(&self, name: &str, value: &str) -> Result<()> {
         self.bridge.call_unit(
             "kong.response.add_header",

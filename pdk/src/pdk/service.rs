@@ -156,6 +156,12 @@ impl ServiceRequest<'_> {
 
     /// Sets upstream request header `name`, replacing any value it had (`host` sets the `Host`
     /// Kong sends).
+    ///
+    /// Reaches Kong with the header writes around it: consecutive writes are held and sent as
+    /// one `kong.service.request.set_headers` before the handler's next other PDK call, before
+    /// `kong.response.exit`, or when the handler returns (also with `Err`). Not held, so sent
+    /// at once: writes outside rewrite and access (Kong refuses them there), and to `host` (also
+    /// the upstream host) or `:authority`.
     pub fn set_header(&self, name: &str, value: &str) -> Result<()> {
         self.bridge.call_unit(
             "kong.service.request.set_header",
@@ -164,6 +170,10 @@ impl ServiceRequest<'_> {
     }
 
     /// Adds a value to upstream request header `name`, keeping the ones it had.
+    ///
+    /// Held like [`set_header`](ServiceRequest::set_header) when it follows a held write to the
+    /// same name (its values are then known); otherwise what is held is sent and this add goes
+    /// to Kong at once, since Kong adds to the values only it knows.
     pub fn add_header(&self, name: &str, value: &str) -> Result<()> {
         self.bridge.call_unit(
             "kong.service.request.add_header",

@@ -82,3 +82,25 @@ fn key_names_must_not_be_empty() {
         .unwrap();
     assert!(error.to_string().contains("key_names"), "{error}");
 }
+
+/// RPCs per request (issue 18): the PDK calls an authenticated request costs, each a round trip
+/// to Kong. The two upstream header writes go as one `set_headers` (5 calls before batching).
+#[test]
+fn an_authenticated_request_costs_four_round_trips() {
+    let test = PluginTest::<KeyAuth>::new(CONFIG).unwrap();
+    let outcome = test.run(
+        TestRequest::get("/items")
+            .header("apikey", "k-alice")
+            .known_consumer(alice()),
+    );
+    let methods: Vec<&str> = outcome.calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "kong.request.get_header",
+            "kong.client.load_consumer",
+            "kong.client.authenticate",
+            "kong.service.request.set_headers",
+        ]
+    );
+}

@@ -46,3 +46,13 @@ fn an_unknown_level_is_refused_naming_the_field() {
         .unwrap();
     assert!(error.to_string().contains("level"), "{error}");
 }
+
+/// RPCs per request (issue 18): one `kong.log.serialize` and one log line; it writes no header,
+/// so batching leaves it at 2.
+#[test]
+fn a_logged_request_costs_two_round_trips() {
+    let test = PluginTest::<RequestLogger>::new("{}").unwrap();
+    let outcome = test.run(TestRequest::get("/"));
+    let methods: Vec<&str> = outcome.calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(methods, ["kong.log.serialize", "kong.log.notice"]);
+}

@@ -63,3 +63,32 @@ fn header_only_config_edits_headers_in_place() {
         json!({"id": 7, "secret": "s3cr3t"})
     );
 }
+
+/// RPCs per request (issue 18): a JSON response with a header removed, two added and the body
+/// rewritten. The two added headers go as one `set_headers` (7 calls before batching); the
+/// removal is a `clear_header`, which Kong must see before them.
+#[test]
+fn a_rewritten_json_response_costs_six_round_trips() {
+    let config = r#"{
+        "remove_headers": ["X-Internal"],
+        "add_headers": {"x-transformed": "yes", "x-transformer": "rust"},
+        "remove_json": ["secret"],
+        "add_json": {"source": "kong"}
+    }"#;
+    let test = PluginTest::<ResponseTransformer>::new(config).unwrap();
+    let outcome = test.run(TestRequest::get("/items/7").upstream_response(service_json()));
+    let methods: Vec<&str> = outcome.calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "kong.response.clear_header",
+            "kong.response.set_headers",
+            "kong.service.response.get_header",
+            "kong.service.response.get_raw_body",
+            "kong.service.response.get_status",
+            "kong.response.exit",
+        ]
+    );
+    assert_eq!(outcome.response.header("x-transformer"), Some("rust"));
+    assert_eq!(outcome.response.header("x-transformed"), Some("yes"));
+}

@@ -355,7 +355,7 @@ async fn integral_floats_are_accepted_where_kong_sends_integers() {
         .unwrap();
     assert_eq!(
         reply(&mut conn).await.1[3]["Data"]["Method"].as_str(),
-        Some("kong.service.request.set_header")
+        Some("kong.service.request.set_headers")
     );
     // A fractional id is not an id.
     let bad = Value::Map(vec![

@@ -265,10 +265,21 @@ impl SimRequest {
     }
 }
 
+impl SimRequest {
+    /// `set_headers(table)`: a `set_header` per entry of the table.
+    fn set_headers(target: &mut Headers, args: &[Value]) {
+        if let Some(Value::Map(entries)) = args.first() {
+            for (name, value) in entries {
+                Self::header_change(target, "set_header", &[name.clone(), value.clone()]);
+            }
+        }
+    }
+}
+
 impl PdkResponder for SimRequest {
     /// Implements `kong.request.get_header/get_headers/get_method/get_path/
-    /// get_host`, `kong.service.request.set_header/add_header/clear_header`,
-    /// `kong.response.set_header/add_header/clear_header/get_status/exit/error`,
+    /// get_host`, `kong.service.request.set_header/add_header/clear_header/set_headers`,
+    /// `kong.response.set_header/add_header/clear_header/set_headers/get_status/exit/error`,
     /// `kong.log` and `kong.log.<level>`, `kong.ctx.shared.get/set`.
     fn respond(&mut self, method: &str, args: &[Value]) -> Option<LuaValue> {
         let arg_bytes = |i: usize| args.get(i).and_then(lua_bytes);
@@ -292,10 +303,18 @@ impl PdkResponder for SimRequest {
                 Self::header_change(&mut self.upstream_headers, op, args);
                 return None;
             }
+            if op == "set_headers" {
+                Self::set_headers(&mut self.upstream_headers, args);
+                return None;
+            }
         }
         if let Some(op) = method.strip_prefix("kong.response.") {
             if matches!(op, "set_header" | "add_header" | "clear_header") {
                 Self::header_change(&mut self.response_headers, op, args);
+                return None;
+            }
+            if op == "set_headers" {
+                Self::set_headers(&mut self.response_headers, args);
                 return None;
             }
         }
