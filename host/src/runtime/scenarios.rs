@@ -4,13 +4,13 @@
 
 use crate::{
     loader::LoadedPlugin,
-    runtime::connection::Serves,
     runtime::dispatch::{Dispatcher, Policy},
     runtime::events::{Events, Timeouts},
     runtime::executor::Executor,
     runtime::ids::InstanceIds,
     runtime::instances::Instances,
     serve::{Limits, Server},
+    wire::protobuf::{envelope, frame, messages as pb},
     wire::rpc::{self, StepData},
 };
 use kong_rust_pdk::{
@@ -18,6 +18,7 @@ use kong_rust_pdk::{
     abi::{Phase, PluginModRef},
     prelude::*,
 };
+use prost::Message as _;
 use rmpv::Value;
 use std::{
     io::{Read, Write},
@@ -120,13 +121,14 @@ impl Host {
         }
     }
 
-    /// A new Kong connection to it.
+    /// A new Kong connection to it, in either protocol (its first bytes say which).
     fn connect(&self) -> KongSide {
         let (kong, host) = UnixStream::pair().expect("a socket pair");
-        host.set_nonblocking(true).expect("a non-blocking socket");
         kong.set_read_timeout(Some(REPLY_WITHIN))
             .expect("a read timeout");
-        self.server.adopt_stream(host, Serves::All);
+        // As a connection a predecessor handed over: no serverPid notification is owed.
+        self.server
+            .adopt_connection(host.into(), "scenario", Vec::new(), false);
         KongSide {
             stream: kong,
             msgid: 0,
@@ -222,6 +224,32 @@ impl KongSide {
         .expect("a reply in time");
         assert!(matches!(value, Value::Array(_)), "not a reply: {value:?}");
         bytes
+    }
+
+    /// Asserts that exactly `expected` arrives next.
+    fn expect(&mut self, expected: &[u8]) {
+        let mut got = vec![0; expected.len()];
+        self.stream.read_exact(&mut got).expect("bytes in time");
+        assert_eq!(got, expected);
+    }
+
+    /// Sends one ProtoBuf:1 frame.
+    fn send_frame(&mut self, payload: &[u8]) {
+        self.stream
+            .write_all(&frame::framed(payload))
+            .expect("Kong writes");
+    }
+
+    /// A ProtoBuf:1 HandleEvent of the access phase, with `sequence`.
+    fn handle_event_over_protobuf(&mut self, sequence: i64, instance: i64) {
+        let call = pb::RpcCall {
+            sequence,
+            call: Some(pb::rpc_call::Call::CmdHandleEvent(pb::CmdHandleEvent {
+                instance_id: instance.try_into().expect("an int32 id"),
+                event_name: "access".into(),
+            })),
+        };
+        self.send_frame(&call.encode_to_vec());
     }
 
     /// Asserts that nothing arrives within `quiet`.
@@ -404,4 +432,53 @@ fn handlers_blocked_in_plugin_code_on_every_core_at_once_stall_no_other_event() 
     for (mut kong, event, msgid) in blocked {
         assert_eq!(kong.read_frame(), get_header(msgid, event, AFTER));
     }
+}
+
+/// The frames of a ProtoBuf:1 `kong.request.get_header(header)` call.
+fn get_header_over_protobuf(header: &str) -> Vec<u8> {
+    let name = pb::String { v: header.into() };
+    envelope::pdk_call("kong.request.get_header", &name.encode_to_vec())
+}
+
+#[test]
+fn a_protobuf_handler_blocked_in_plugin_code_stalls_no_event_of_either_protocol() {
+    let host = Host::new(64, Duration::from_secs(1));
+    let instance = host.instance();
+    let block = Duration::from_millis(1500);
+    let mut blocked = host.connect();
+    blocked.handle_event_over_protobuf(2, instance);
+    blocked.expect(&get_header_over_protobuf(BLOCK));
+    let value = pb::String {
+        v: block.as_millis().to_string().into(),
+    };
+    blocked.send_frame(&value.encode_to_vec());
+    thread::sleep(Duration::from_millis(50));
+
+    let started = Instant::now();
+    // A ProtoBuf:1 event start to end: Kong answers each header read with nil (an empty frame).
+    let mut other = host.connect();
+    other.handle_event_over_protobuf(2, instance);
+    for header in [BLOCK, AFTER] {
+        other.expect(&get_header_over_protobuf(header));
+        other.send_frame(&[]);
+    }
+    other.expect(&envelope::event_end(2));
+    // And a MsgPack:1 one.
+    let mut msgpack = host.connect();
+    let (msgid, reply) = msgpack.handle_event(instance);
+    let event = event_id(&reply);
+    assert_eq!(reply, get_header(msgid, event, BLOCK));
+    let msgid = msgpack.step(event, None);
+    assert_eq!(msgpack.read_frame(), get_header(msgid, event, AFTER));
+    let msgid = msgpack.step(event, None);
+    assert_eq!(msgpack.read_frame(), ret(msgid, event));
+    assert!(
+        started.elapsed() < block / 3,
+        "other events waited {:?} on a blocked handler",
+        started.elapsed()
+    );
+
+    blocked.expect(&get_header_over_protobuf(AFTER));
+    blocked.send_frame(&[]);
+    blocked.expect(&envelope::event_end(2));
 }
