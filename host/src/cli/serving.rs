@@ -5,7 +5,7 @@
 use super::{plugins_dir::load_plugins, ServeArgs, ServeOptions};
 use crate::{
     loader,
-    runtime::{dispatch, events, executor, ids, instances},
+    runtime::{connection, dispatch, events, executor, ids, instances},
     serve,
     upgrade::{self, lock, parent::FollowedParent, standby},
 };
@@ -248,14 +248,14 @@ fn bind_sockets(
         mode: options.socket_mode,
         group: options.socket_group,
     };
-    let sockets: Vec<(String, dispatch::Serves)> = match single_socket {
-        Some(name) => vec![(name, dispatch::Serves::All)],
+    let sockets: Vec<(String, connection::Serves)> = match single_socket {
+        Some(name) => vec![(name, connection::Serves::All)],
         None => plugins
             .iter()
             .map(|p| {
                 (
                     p.name.clone(),
-                    dispatch::Serves::One(Arc::from(p.name.as_str())),
+                    connection::Serves::One(Arc::from(p.name.as_str())),
                 )
             })
             .collect(),

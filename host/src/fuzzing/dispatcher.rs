@@ -3,7 +3,8 @@
 
 use super::plugin::{FuzzPlugin, LIVE_INSTANCES};
 use crate::{
-    runtime::dispatch::{Dispatcher, Policy, Serves},
+    runtime::connection::Serves,
+    runtime::dispatch::{Dispatcher, Policy},
     runtime::events::{Events, Timeouts},
     runtime::executor::Executor,
     runtime::ids::InstanceIds,

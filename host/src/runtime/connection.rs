@@ -12,7 +12,6 @@
 //! another connection (Kong may hop) still reaches it.
 
 use crate::{
-    runtime::dispatch::Serves,
     runtime::place::Place,
     runtime::throttle::Throttle,
     wire::frame::Frames,
@@ -34,6 +33,14 @@ use std::{
     },
     time::Duration,
 };
+
+/// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
+/// (Kong 3.0–3.8 single-entry setups, where StartInstance's `Name` picks the plugin).
+#[derive(Clone, Debug)]
+pub enum Serves {
+    One(Arc<str>),
+    All,
+}
 
 /// Where a connection goes when the thread holding it lets it go: the server it came in on.
 pub trait Home: Send + Sync {

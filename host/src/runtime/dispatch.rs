@@ -2,7 +2,7 @@
 
 use crate::{
     loader::LoadedPlugin,
-    runtime::connection::Conn,
+    runtime::connection::{Conn, Serves},
     runtime::events::{send_next, Next},
     runtime::events::{Answer, Event, Events, Pending, Yield},
     runtime::ids::EventIds,
@@ -31,14 +31,6 @@ use std::{
 
 /// The error reply to a request that would start something while the host stops.
 const SHUTTING_DOWN: &str = "kong-rust-host is shutting down";
-
-/// Which plugins a socket serves: its own (Kong 3.9+: a socket per plugin) or every plugin
-/// (Kong 3.0–3.8 single-entry setups, where StartInstance's `Name` picks the plugin).
-#[derive(Clone, Debug)]
-pub enum Serves {
-    One(Arc<str>),
-    All,
-}
 
 /// The host this one replaced (`serve --upgrade`), while it still runs events of its own.
 pub trait Predecessor: Send + Sync {

@@ -1,6 +1,9 @@
 //! Answering Kong's requests: the dispatcher and the plugins it serves, their instances, the
 //! events that run phase handlers on plugin threads, and the connections those events answer
 //! on as they move between threads; statistics and the limits they are counted against.
+//!
+//! Each module uses only those after it: `dispatch` (Kong's methods) → `events` (handlers and
+//! their Steps) → `protobuf` (a ProtoBuf:1 event's calls) → `connection` (Kong's sockets).
 
 pub(crate) mod connection;
 pub(crate) mod dispatch;
@@ -12,6 +15,8 @@ pub(crate) mod memory;
 pub(crate) mod metrics;
 pub(crate) mod place;
 pub(crate) mod protobuf;
+#[cfg(all(test, feature = "fuzzing"))]
+mod scenarios;
 pub(crate) mod sharded;
 pub(crate) mod status;
 pub(crate) mod throttle;

@@ -10,8 +10,8 @@ pub(crate) use sockets::{bind, bind_restricted, Listener, SocketAccess};
 pub(crate) use upgrading::{MovingConnection, Upgrading};
 
 use crate::{
-    runtime::connection::{Conn, Connection, Fill, Home, OpenConnections, Read},
-    runtime::dispatch::{Dispatcher, Serves},
+    runtime::connection::{Conn, Connection, Fill, Home, OpenConnections, Read, Serves},
+    runtime::dispatch::Dispatcher,
     runtime::executor::Executor,
     runtime::place::Place,
     wire::frame::Frames,

@@ -1,6 +1,6 @@
 //! Binding the plugin sockets, for Kong's workers and nobody else.
 
-use crate::runtime::dispatch::Serves;
+use crate::runtime::connection::Serves;
 use nix::sys::stat::{umask, Mode};
 use std::{
     collections::HashMap,
