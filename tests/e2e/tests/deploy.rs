@@ -201,8 +201,9 @@ fn wait_ready_names_the_missing_sockets_after_the_timeout() {
     let (code, stderr, _) = wait_ready(
         dir,
         &[
+            // Long enough for the serving rust-hello to answer on a loaded machine.
             "--timeout",
-            "200ms",
+            "2s",
             "--only",
             "rust-hello",
             "--only",
@@ -212,7 +213,7 @@ fn wait_ready_names_the_missing_sockets_after_the_timeout() {
     assert_eq!(code, 1);
     assert!(
         stderr.contains(&format!(
-            "not ready after 200 ms: rust-nope ({}/rust-nope.socket: no such socket)\n",
+            "not ready after 2000 ms: rust-nope ({}/rust-nope.socket: no such socket)\n",
             dir.display()
         )),
         "{stderr}"
