@@ -359,6 +359,37 @@ pub fn run_host(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// The request rust-phases' contract is checked on, over either protocol: a service answering
+/// 201 with a 12-byte body.
+pub fn phases_request() -> kong_driver::SimRequest {
+    kong_driver::SimRequest::new()
+        .path("/orders?page=2")
+        .status(201)
+        .service_response(201, "twelve bytes")
+}
+
+/// What rust-phases leaves on [`phases_request`] once rewrite, access, response and log ran: one
+/// effect per phase (`plugins/phases`).
+pub fn assert_phases_contract(request: &kong_driver::SimRequest) {
+    assert_eq!(request.upstream_headers().get_str("x-rewrite"), Some("1"));
+    assert_eq!(request.upstream_headers().get_str("x-shared"), Some("r-ok"));
+    assert_eq!(
+        request.response_headers().get_str("x-upstream-status"),
+        Some("201")
+    );
+    assert_eq!(
+        request.response_headers().get_str("x-upstream-body-len"),
+        Some("12")
+    );
+    assert_eq!(
+        request.logs(),
+        [(
+            "notice".to_string(),
+            "rust-phases log: status=201 uri=/orders?page=2".to_string()
+        )]
+    );
+}
+
 /// A map entry of an rmpv map by string key (`Value::Nil` when absent), for reading replies.
 pub fn get<'a>(map: &'a rmpv::Value, key: &str) -> &'a rmpv::Value {
     static NIL: rmpv::Value = rmpv::Value::Nil;

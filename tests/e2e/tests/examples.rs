@@ -2,7 +2,7 @@
 //! Kong's rules), and rust-phases behaves as specified in every phase over real sockets.
 
 use e2e::{artifacts, run_host, start_instance, Setup};
-use kong_driver::{run_event, EventEnd, SimRequest};
+use kong_driver::{run_event, EventEnd};
 
 const NAMES: [&str; 4] = [
     "rust-phases",
@@ -55,10 +55,7 @@ async fn rust_phases_through_the_host_in_every_phase() {
     let setup = setup();
     let host = setup.start(&[]);
     let (kong, id) = start_instance(&host, "rust-phases", "{}").await;
-    let mut request = SimRequest::new()
-        .path("/orders?page=2")
-        .status(201)
-        .service_response(201, "twelve bytes");
+    let mut request = e2e::phases_request();
 
     for phase in ["rewrite", "access", "response", "log"] {
         let outcome = run_event(&kong, id, phase, &mut request).await.unwrap();
@@ -68,21 +65,5 @@ async fn rust_phases_through_the_host_in_every_phase() {
             outcome.end
         );
     }
-    assert_eq!(request.upstream_headers().get_str("x-rewrite"), Some("1"));
-    assert_eq!(request.upstream_headers().get_str("x-shared"), Some("r-ok"));
-    assert_eq!(
-        request.response_headers().get_str("x-upstream-status"),
-        Some("201")
-    );
-    assert_eq!(
-        request.response_headers().get_str("x-upstream-body-len"),
-        Some("12")
-    );
-    assert_eq!(
-        request.logs(),
-        [(
-            "notice".to_string(),
-            "rust-phases log: status=201 uri=/orders?page=2".to_string()
-        )]
-    );
+    e2e::assert_phases_contract(&request);
 }

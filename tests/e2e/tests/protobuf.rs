@@ -180,32 +180,13 @@ async fn rust_phases_over_protobuf_in_every_phase_as_over_msgpack() {
     let host = setup.start(&[]);
     let kong = ProtoBufClient::new(host.socket("rust-phases"));
     let id = kong.start_instance("rust-phases", "{}").await.unwrap().id;
-    let mut request = SimRequest::new()
-        .path("/orders?page=2")
-        .status(201)
-        .service_response(201, "twelve bytes");
+    let mut request = e2e::phases_request();
 
     for phase in ["rewrite", "access", "response", "log"] {
         let outcome = kong.run_event(id, phase, &mut request).await.unwrap();
         assert_eq!(outcome.end, EventEnd::Ret, "{phase}");
     }
-    assert_eq!(request.upstream_headers().get_str("x-rewrite"), Some("1"));
-    assert_eq!(request.upstream_headers().get_str("x-shared"), Some("r-ok"));
-    assert_eq!(
-        request.response_headers().get_str("x-upstream-status"),
-        Some("201")
-    );
-    assert_eq!(
-        request.response_headers().get_str("x-upstream-body-len"),
-        Some("12")
-    );
-    assert_eq!(
-        request.logs(),
-        [(
-            "notice".to_string(),
-            "rust-phases log: status=201 uri=/orders?page=2".to_string()
-        )]
-    );
+    e2e::assert_phases_contract(&request);
 }
 
 /// A good ProtoBuf:1 event of rust-hello: what every bad-input test runs beside its bad bytes.
