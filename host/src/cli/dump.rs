@@ -2,10 +2,7 @@
 //! priority, version, phases and schema.
 
 use super::plugins_dir::{load_plugins, read_plugins_dir};
-use crate::{
-    cli::dump,
-    loader::{self, LoadedPlugin},
-};
+use crate::loader::{self, LoadedPlugin};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -69,7 +66,7 @@ pub(super) fn run(
         Some(name) => vec![find_plugin(name, plugins_dir)?],
         None => load_plugins(plugins_dir)?,
     };
-    println!("{}", dump::dump(&plugins, protocol));
+    println!("{}", dump(&plugins, protocol));
     Ok(())
 }
 

@@ -5,7 +5,6 @@
 //! need quoting, and a path that would is refused rather than printed broken.
 
 use super::{dump::Protocol, plugins_dir::load_plugins, KongConfArgs};
-use crate::cli::kong_conf;
 use std::path::Path;
 
 /// Kong's prefix, where 3.9+ looks for `<name>.socket` and where 3.0–3.8 always do.
@@ -272,7 +271,7 @@ fn shell_free(what: &str, text: &str) -> Result<(), String> {
 /// `kong-rust-host kong-conf`: loads the plugins dir and prints what Kong needs to reach it.
 pub(super) fn run(args: KongConfArgs) -> Result<(), String> {
     let version = args.kong_version;
-    if args.single_socket.is_some() && version == kong_conf::KongVersion::V3_9 {
+    if args.single_socket.is_some() && version == KongVersion::V3_9 {
         return Err(
             "--single-socket is for Kong 3.0–3.8: Kong 3.9+ registers only the first plugin of an entry"
                 .into(),
@@ -300,7 +299,7 @@ pub(super) fn run(args: KongConfArgs) -> Result<(), String> {
         }
     }
     let plugins_dir = args.kong_plugins_dir.unwrap_or(args.plugins_dir);
-    let text = kong_conf::render(&kong_conf::Request {
+    let text = render(&Request {
         version,
         format: args.format,
         single_socket: args.single_socket.as_deref(),
@@ -311,11 +310,11 @@ pub(super) fn run(args: KongConfArgs) -> Result<(), String> {
         plugins_dir: &absolute(&plugins_dir),
         socket_dir: &absolute(&args.socket_dir),
     })?;
-    if args.kong_start && version == kong_conf::KongVersion::V3_9 {
+    if args.kong_start && version == KongVersion::V3_9 {
         tracing::warn!(
             "--kong-start: {}; the ingress controller and anything else reading GET / break. \
              Run the host under systemd or as a sidecar instead (docs/operators.md, docs/kubernetes.md)",
-            kong_conf::KONG_39_START_BUG
+            KONG_39_START_BUG
         );
     }
     print!("{text}");
