@@ -111,11 +111,10 @@ async fn x_deny_over_protobuf_ends_the_request_with_403_and_the_event_with_it() 
     );
     // Kong drops the connection after an exit; the host has forgotten the event. Asked over
     // MsgPack:1, on the same socket.
-    let status = KongClient::new(host.socket("rust-hello"))
-        .call("plugin.GetStatus", LuaValue::Nil)
-        .await
-        .unwrap();
-    assert_eq!(get(&status, "EventsInFlight").as_u64(), Some(0));
+    assert_eq!(
+        get(&status(&host).await, "EventsInFlight").as_u64(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -565,11 +564,10 @@ async fn serve_upgrade_under_protobuf_load_fails_no_event_and_moves_the_idle_con
     let opened = kong.connections_opened();
     good_event(&kong, id).await;
     assert_eq!(kong.connections_opened(), opened);
-    let status = KongClient::new(new.socket("rust-hello"))
-        .call("plugin.GetStatus", LuaValue::Nil)
-        .await
-        .unwrap();
-    assert_eq!(get(&status, "Pid").as_u64(), Some(new.pid() as u64));
+    assert_eq!(
+        get(&status(&new).await, "Pid").as_u64(),
+        Some(new.pid() as u64)
+    );
 }
 
 /// An access event of rust-faulty over ProtoBuf:1 whose handler sleeps `hang_ms` (its
@@ -666,11 +664,10 @@ async fn an_event_kong_stops_answering_over_protobuf_is_reclaimed_and_its_connec
         Duration::from_secs(5),
     );
     good_event(&kong, id).await;
-    let status = KongClient::new(host.socket("rust-hello"))
-        .call("plugin.GetStatus", LuaValue::Nil)
-        .await
-        .unwrap();
-    assert_eq!(get(&status, "EventsInFlight").as_u64(), Some(0));
+    assert_eq!(
+        get(&status(&host).await, "EventsInFlight").as_u64(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
@@ -703,4 +700,12 @@ async fn dedicated_mode_and_a_single_socket_answer_protobuf_too() {
         .await
         .unwrap();
     assert_eq!(outcome.exit().map(|exit| exit.status()), Some(Some(500)));
+}
+
+/// The host's GetStatus, asked over MsgPack:1 on rust-hello's socket (the one both protocols share).
+async fn status(host: &e2e::Host) -> rmpv::Value {
+    KongClient::new(host.socket("rust-hello"))
+        .call("plugin.GetStatus", LuaValue::Nil)
+        .await
+        .unwrap()
 }
