@@ -8,7 +8,7 @@
 
 use crate::cli::client;
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     path::Path,
     time::{Duration, Instant},
 };
@@ -21,8 +21,9 @@ const CALL: Duration = Duration::from_secs(2);
 pub(super) fn run(dir: &Path, timeout: Duration, only: &[String]) -> Result<(), String> {
     let started = Instant::now();
     let deadline = started + timeout;
+    let mut answered = BTreeMap::new();
     loop {
-        match check(dir, only, deadline) {
+        match check(dir, only, deadline, &mut answered) {
             Ok(ready) => {
                 tracing::info!(
                     "ready: {} answering in {} (after {} ms)",
@@ -47,7 +48,16 @@ pub(super) fn run(dir: &Path, timeout: Duration, only: &[String]) -> Result<(), 
 }
 
 /// One round: the names whose sockets answer, or what is missing (one clause per socket).
-fn check(dir: &Path, only: &[String], deadline: Instant) -> Result<Vec<String>, String> {
+///
+/// `answered` keeps, across rounds, each socket that has answered and the plugins its host
+/// serves: asked again, it would get only what is left before the deadline, and a last round
+/// begun a few milliseconds before it would name a serving host as not answering.
+fn check(
+    dir: &Path,
+    only: &[String],
+    deadline: Instant,
+    answered: &mut BTreeMap<String, Vec<String>>,
+) -> Result<Vec<String>, String> {
     let discover = only.is_empty();
     let mut pending: BTreeSet<String> = only.iter().cloned().collect();
     if discover {
@@ -78,26 +88,39 @@ fn check(dir: &Path, only: &[String], deadline: Instant) -> Result<Vec<String>, 
             missing.push(format!("{name} ({}: no such socket)", socket.display()));
             continue;
         }
-        let within = deadline.saturating_duration_since(Instant::now()).min(CALL);
-        match client::call_within(&socket, "plugin.GetStatus", rmpv::Value::Nil, within) {
-            Ok(status) => {
-                let served: Vec<&str> = status["Plugins"]
-                    .as_map()
-                    .map(|plugins| plugins.iter().filter_map(|(k, _)| k.as_str()).collect())
-                    .unwrap_or_default();
-                // One socket per plugin (not --single-socket): the host's other plugins must
-                // answer on theirs too.
-                if discover && served.contains(&name.as_str()) {
-                    for other in served {
-                        if !checked.contains(other) {
-                            pending.insert(other.to_string());
-                        }
+        let served = match answered.get(&name) {
+            Some(served) => served,
+            None => {
+                let within = deadline.saturating_duration_since(Instant::now()).min(CALL);
+                match client::call_within(&socket, "plugin.GetStatus", rmpv::Value::Nil, within) {
+                    Ok(status) => answered.entry(name.clone()).or_insert(
+                        status["Plugins"]
+                            .as_map()
+                            .map(|plugins| {
+                                plugins
+                                    .iter()
+                                    .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    Err(error) => {
+                        missing.push(format!("{name} ({}: {error})", socket.display()));
+                        continue;
                     }
                 }
-                ready.push(name);
             }
-            Err(error) => missing.push(format!("{name} ({}: {error})", socket.display())),
+        };
+        // One socket per plugin (not --single-socket): the host's other plugins must answer on
+        // theirs too.
+        if discover && served.contains(&name) {
+            for other in served {
+                if !checked.contains(other) {
+                    pending.insert(other.clone());
+                }
+            }
         }
+        ready.push(name);
     }
     if missing.is_empty() {
         ready.sort();
