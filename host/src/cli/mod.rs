@@ -276,10 +276,11 @@ pub(crate) struct ServeOptions {
     #[arg(long, default_value_t = 65536)]
     max_instances: usize,
     /// Events of one plugin in flight at most; beyond it the request fails with 503 (or goes
-    /// through, for --fail-open plugins), so one stuck plugin cannot take every thread.
+    /// through, for --fail-open plugins), so one stuck plugin cannot take the host.
     #[arg(long, default_value_t = 256)]
     max_events_per_plugin: usize,
-    /// Plugin threads at most (each in-flight event holds one while it waits for Kong).
+    /// Threads running plugin code at most: an event loop per core runs handlers as coroutines,
+    /// and another starts whenever plugin code that blocks holds every loop.
     #[arg(long, default_value_t = 1024)]
     max_plugin_threads: usize,
     /// Let requests through when this plugin fails or is overloaded, instead of ending them

@@ -1,11 +1,11 @@
-//! Serving: taking the socket dir, assembling the dispatcher, sockets and plugin threads, and
+//! Serving: taking the socket dir, assembling the dispatcher, sockets and loops, and
 //! running them until a signal or a successor. `serve` and a plugin's dedicated server
 //! ([`crate::cli::dedicated`]) both run it.
 
 use super::{plugins_dir::load_plugins, ServeArgs, ServeOptions};
 use crate::{
     loader,
-    runtime::{connection, dispatch, events, executor, ids, instances},
+    runtime::{connection, dispatch, events, ids, instances, loops},
     serve,
     upgrade::{self, lock, parent::FollowedParent, standby},
 };
@@ -188,8 +188,8 @@ async fn run_host_on_runtime(
             .map_err(|error| format!("--upgrade: {error}"))?;
         dispatcher.forward_to_predecessor(Arc::new(forwarder));
     }
-    let executor = executor::Executor::new(options.max_plugin_threads);
-    let server = serve::Server::new(Arc::clone(&dispatcher), executor, limits, &listeners)
+    let loops = loops::Loops::new(options.max_plugin_threads);
+    let server = serve::Server::new(Arc::clone(&dispatcher), loops, limits, &listeners)
         .map_err(|error| format!("cannot keep the listening sockets: {error}"))?;
     let control_path = upgrade::control_path(&options.socket_dir, &server_name);
     let lock_fd = lock

@@ -6,9 +6,9 @@ use crate::{
     runtime::connection::Serves,
     runtime::dispatch::{Dispatcher, Policy},
     runtime::events::{Events, Timeouts},
-    runtime::executor::Executor,
     runtime::ids::InstanceIds,
     runtime::instances::Instances,
+    runtime::loops::Loops,
     serve::{Limits, Server},
     wire::frame::{Frames, Scanner},
     wire::rpc::{self, MsgId},
@@ -62,7 +62,7 @@ pub fn dispatcher(data: &[u8]) {
             max_depth: MAX_DEPTH,
             max_connections: 1,
         };
-        let server = Server::new(Arc::clone(&dispatcher), executor(), limits, &[])
+        let server = Server::new(Arc::clone(&dispatcher), loops(), limits, &[])
             .expect("a server without sockets");
         server.adopt_stream(host, serves);
         server
@@ -94,10 +94,10 @@ pub fn dispatcher(data: &[u8]) {
 const MAX_FRAME_BYTES: usize = 4096;
 const MAX_DEPTH: usize = 16;
 
-/// The plugin threads, shared by every input, as starting threads for every input would be slow.
-fn executor() -> Executor {
-    static EXECUTOR: OnceLock<Executor> = OnceLock::new();
-    EXECUTOR.get_or_init(|| Executor::new(8)).clone()
+/// The loops, shared by every input, as starting threads for every input would be slow.
+fn loops() -> Loops {
+    static LOOPS: OnceLock<Loops> = OnceLock::new();
+    LOOPS.get_or_init(|| Loops::new(8)).clone()
 }
 
 /// A fresh dispatcher per input, so inputs do not depend on each other.

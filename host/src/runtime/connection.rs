@@ -4,29 +4,29 @@
 //! almost always sends an event's next Step on the connection that carried the event's previous
 //! message (its keepalive pool hands back the connection returned last). So whoever writes a
 //! reply on a connection is the natural reader of its next message: a [`Conn`] is owned by
-//! exactly one place at a time — the plugin thread that replied last and now reads it, a
-//! waiting event it is being handed to, or the socket runtime that watches it while it is idle
-//! ([`Home::park`]) — and it carries the bytes read of it with it.
+//! exactly one place at a time — the handler that replied last and now reads it, a waiting
+//! event it is being handed to, or the loop that watches it while it is idle ([`Home::park`])
+//! — and it carries the bytes read of it with it.
 //!
-//! A plugin thread waits on its connection *and* on its [`Waker`], so a Step that arrives on
-//! another connection (Kong may hop) still reaches it.
+//! A handler waits on its connection *and* on its [`Waker`], so a Step that arrives on another
+//! connection (Kong may hop) still reaches it; the wait suspends its coroutine (`loops`).
 
 use crate::{
+    runtime::loops::{self, Parked, Waker, Watch, Woke},
     runtime::place::Place,
     runtime::throttle::Throttle,
     wire::frame::Frames,
     wire::rpc::{self, RequestError},
     wire::{Message, Protocol},
 };
-use nix::{
-    errno::Errno,
-    poll::{poll, PollFd, PollFlags, PollTimeout},
-    sys::eventfd::{EfdFlags, EventFd},
-};
+use nix::poll::{poll, PollFd, PollFlags};
 use std::{
     cell::RefCell,
     io::{self, Read as _, Write},
-    os::{fd::AsFd, unix::net::UnixStream},
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::net::UnixStream,
+    },
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -47,7 +47,7 @@ pub trait Home: Send + Sync {
     /// A message the holding thread will not answer itself (it belongs to another event, or
     /// the holder is busy with its own): sent where it is answered, with the connection.
     fn route(self: Arc<Self>, conn: Conn, message: Message);
-    /// An idle connection: watched by the socket runtime until Kong sends on it again.
+    /// An idle connection: watched by a loop until Kong sends on it again.
     fn park(self: Arc<Self>, conn: Conn);
 }
 
@@ -57,8 +57,10 @@ pub type Conn = Box<Connection>;
 
 /// A Kong connection between two requests, or with a request in progress.
 pub struct Connection {
-    /// Non-blocking: it is watched by the runtime's poller while parked, and waited on with
-    /// `poll` (beside a [`Waker`]) while a plugin thread holds it.
+    /// Its registration with the loop watching it: first, so it leaves the loop's epoll while
+    /// the descriptor is still open.
+    watch: Watch,
+    /// Non-blocking: a loop's epoll watches it, idle or while a handler waits on it.
     pub(crate) stream: UnixStream,
     /// Bytes read and not yet consumed as messages: they travel with the connection.
     pub(crate) frames: Frames,
@@ -81,7 +83,7 @@ pub struct Connection {
 pub enum Read {
     /// The next whole message Kong sent.
     Message(Message),
-    /// The waiting thread's [`Waker`] was woken: something was delivered to it.
+    /// The waiting handler's [`Waker`] was woken: something was delivered to it.
     Woken,
     /// Nothing arrived in time.
     Idle,
@@ -93,6 +95,26 @@ pub enum Read {
 const SEND_TIMEOUT_MS: u16 = 60_000;
 
 impl Connection {
+    pub(crate) fn new(
+        stream: UnixStream,
+        frames: Frames,
+        name: Arc<str>,
+        serves: Serves,
+        home: Arc<dyn Home>,
+        slot: Option<Place>,
+    ) -> Connection {
+        Connection {
+            watch: Watch::new(stream.as_raw_fd()),
+            stream,
+            frames,
+            name,
+            serves,
+            home,
+            slot,
+            greet: false,
+        }
+    }
+
     /// The next message, waiting for it until `timeout` passes without a byte arriving and,
     /// with a `waker`, only until that is woken.
     pub fn read(&mut self, waker: Option<&Waker>, timeout: Duration) -> Read {
@@ -105,10 +127,10 @@ impl Connection {
                     return Read::Closed;
                 }
             }
-            match wait(&self.stream, waker, timeout) {
-                Ready::Connection => {}
-                Ready::Waker => return Read::Woken,
-                Ready::Timeout => return Read::Idle,
+            match loops::suspend_until(Some(&mut self.watch), waker, timeout) {
+                Woke::Readable => {}
+                Woke::Waker => return Read::Woken,
+                Woke::Timeout => return Read::Idle,
             }
             if let Fill::Closed = self.fill() {
                 return Read::Closed;
@@ -138,8 +160,17 @@ impl Connection {
                 }
                 Fill::Closed
             }
-            Ok(_) => Fill::Read,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Fill::Empty,
+            Ok(n) => {
+                // A short read emptied the socket: Kong's next bytes make a new edge.
+                if n < READ_CHUNK {
+                    self.watch.drained();
+                }
+                Fill::Read
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                self.watch.drained();
+                Fill::Empty
+            }
             Err(error) => {
                 tracing::debug!("connection read failed: {error}");
                 Fill::Closed
@@ -171,6 +202,8 @@ impl Connection {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLOUT)];
+                    // Rare (Kong reads every reply at once): a loop caught here this long has its
+                    // other work moved away.
                     if poll(&mut fds, SEND_TIMEOUT_MS) == Ok(0) {
                         tracing::warn!("Kong did not read a reply within 60s; closing");
                         return false;
@@ -185,6 +218,11 @@ impl Connection {
             }
         }
         true
+    }
+
+    /// Leaves the loop watching it: it is going to another process.
+    pub(crate) fn unwatch(&mut self) {
+        self.watch.forget();
     }
 
     /// Whether it moves to a successor (`serve --upgrade`): Kong's connections do; a
@@ -218,7 +256,7 @@ impl Connection {
         Arc::clone(&self.home).route(self, message)
     }
 
-    /// Lets the idle connection go: the runtime watches it.
+    /// Lets the idle connection go: a loop watches it.
     pub fn park(mut self: Box<Self>) {
         self.frames.release();
         Arc::clone(&self.home).park(self)
@@ -243,94 +281,34 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8; READ_CHUNK]>> = RefCell::new(Box::new([0; READ_CHUNK]));
 }
 
-enum Ready {
-    Connection,
-    Waker,
-    Timeout,
-}
-
-/// Waits until `stream` is readable (or closed), `waker` is woken, or `timeout` passes.
-fn wait(stream: &UnixStream, waker: Option<&Waker>, timeout: Duration) -> Ready {
-    let readable = PollFlags::POLLIN;
-    let millis = timeout_ms(timeout);
-    loop {
-        let polled = match waker {
-            Some(waker) => {
-                let mut fds = [
-                    PollFd::new(stream.as_fd(), readable),
-                    PollFd::new(waker.event.as_fd(), readable),
-                ];
-                poll(&mut fds, millis).map(|n| {
-                    if n == 0 {
-                        Ready::Timeout
-                    } else if fds[1].any() == Some(true) {
-                        Ready::Waker
-                    } else {
-                        Ready::Connection
-                    }
-                })
-            }
-            None => {
-                let mut fds = [PollFd::new(stream.as_fd(), readable)];
-                poll(&mut fds, millis).map(|n| match n {
-                    0 => Ready::Timeout,
-                    _ => Ready::Connection,
-                })
-            }
-        };
-        match polled {
-            Err(Errno::EINTR) => continue,
-            Ok(ready) => return ready,
-            // Nothing to wait on can fail otherwise; let the read say what is wrong.
-            Err(_) => return Ready::Connection,
-        }
-    }
-}
-
-fn timeout_ms(timeout: Duration) -> PollTimeout {
-    // Round up, so a wait never ends before its deadline and spins.
-    let millis = timeout.as_nanos().div_ceil(1_000_000);
-    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
-}
-
-/// A plugin thread's wake-up call, pollable beside a connection: what other threads use to
-/// deliver an event's Step (and the reaper to end it) while its handler waits.
-pub struct Waker {
-    event: EventFd,
-}
-
-thread_local! {
-    static WAKER: Arc<Waker> = Arc::new(Waker {
-        event: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
-            .expect("an eventfd for a plugin thread"),
-    });
-}
-
-impl Waker {
-    /// The calling thread's.
-    pub fn current() -> Arc<Waker> {
-        WAKER.with(Arc::clone)
+impl Parked for Connection {
+    fn watch(&mut self) -> &mut Watch {
+        &mut self.watch
     }
 
-    pub fn wake(&self) {
-        let _ = self.event.write(1);
-    }
-
-    /// Forgets past wake-ups; the caller then checks what it was woken for.
-    pub fn clear(&self) {
-        let _ = self.event.read();
-    }
-
-    /// Waits until woken or `timeout` passes; true when woken.
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let mut fds = [PollFd::new(self.event.as_fd(), PollFlags::POLLIN)];
+    fn readable(mut self: Box<Self>) -> Option<Box<dyn Parked>> {
         loop {
-            match poll(&mut fds, timeout_ms(timeout)) {
-                Err(Errno::EINTR) => continue,
-                Ok(n) => return n > 0,
-                Err(_) => return false,
+            match self.frames.next_message() {
+                Ok(Some(message)) => {
+                    self.route(message);
+                    return None;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!("closing a connection: {error}");
+                    return None;
+                }
+            }
+            match self.fill() {
+                Fill::Read => {}
+                Fill::Empty => return Some(self),
+                Fill::Closed => return None,
             }
         }
+    }
+
+    fn revisit(self: Box<Self>) {
+        self.park()
     }
 }
 

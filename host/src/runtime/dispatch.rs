@@ -463,23 +463,6 @@ impl Dispatcher {
         }
     }
 
-    /// Whether answering `message` runs plugin code (HandleEvent, StartInstance) or waits on
-    /// the host this one replaced: such messages go to a plugin thread. Everything else is
-    /// answered at once wherever it was read, the socket runtime included, so GetStatus and
-    /// Steps are answered even while every plugin thread is busy.
-    pub fn needs_plugin_thread(&self, message: &Message) -> bool {
-        let message = match message {
-            Message::MsgPack(message) => message,
-            Message::ProtoBuf(payload) => return envelope::runs_plugin_code(payload),
-        };
-        match rpc::method_of(message) {
-            Some("plugin.HandleEvent" | "plugin.StartInstance") => true,
-            _ => rpc::step_event_id(message).is_some_and(|id| {
-                self.events.get(id).is_none() && self.predecessor.lock().is_some()
-            }),
-        }
-    }
-
     /// Removes the events Kong stopped answering, logging and counting each.
     pub fn reclaim_abandoned(&self) {
         for (event, handler_silent) in self.events.reap() {

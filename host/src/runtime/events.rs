@@ -21,8 +21,10 @@
 
 use crate::{
     loader::LoadedPlugin,
-    runtime::connection::{Conn, Read, Waker},
+    runtime::coarse_ms,
+    runtime::connection::{Conn, Read},
     runtime::instances::Live,
+    runtime::loops::{self, Waker},
     runtime::place::Place,
     runtime::protobuf::KongOnConnection,
     runtime::sharded::ShardedMap,
@@ -36,7 +38,6 @@ use abi_stable::{
     std_types::{RResult, RSlice, RStr, RVec},
 };
 use kong_rust_abi::{Host, HostError, HostErrorKind, HostRef, Host_TO, Phase, PhaseError};
-use nix::time::{clock_gettime, ClockId};
 use std::{
     borrow::Cow,
     cell::RefCell,
@@ -472,7 +473,7 @@ impl Events {
             if Instant::now() >= deadline {
                 return None;
             }
-            std::thread::sleep(Duration::from_millis(grace - waited).min(MAKE_ROOM_POLL));
+            loops::sleep(Duration::from_millis(grace - waited).min(MAKE_ROOM_POLL));
         }
     }
 }
@@ -756,13 +757,6 @@ impl Host for Bridge<'_> {
         .map(RVec::from)
         .into()
     }
-}
-
-/// Milliseconds on the kernel's coarse monotonic clock: a few ms of resolution is plenty for
-/// deadlines of seconds, and reading it costs no timer access on the per-call path.
-fn coarse_ms() -> u64 {
-    let now = clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE).expect("a monotonic clock");
-    now.tv_sec() as u64 * 1000 + now.tv_nsec() as u64 / 1_000_000
 }
 
 fn error(kind: HostErrorKind, message: String) -> HostError {

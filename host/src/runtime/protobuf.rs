@@ -3,7 +3,8 @@
 //! it, made by the thread running the handler, and no other thread ever reads it meanwhile.
 
 use crate::{
-    runtime::connection::{Connection, Read, Waker},
+    runtime::connection::{Connection, Read},
+    runtime::loops::Waker,
     wire::protobuf::{
         envelope,
         pdk::{self, RoundTrip},

@@ -6,9 +6,9 @@ use crate::{
     loader::LoadedPlugin,
     runtime::dispatch::{Dispatcher, Policy},
     runtime::events::{Events, Timeouts},
-    runtime::executor::Executor,
     runtime::ids::InstanceIds,
     runtime::instances::Instances,
+    runtime::loops::Loops,
     serve::{Limits, Server},
     wire::protobuf::{envelope, frame, messages as pb},
     wire::rpc::{self, StepData},
@@ -111,7 +111,7 @@ impl Host {
         };
         let server = {
             let _entered = runtime.enter();
-            Server::new(Arc::clone(&dispatcher), Executor::new(32), limits, &[])
+            Server::new(Arc::clone(&dispatcher), Loops::new(32), limits, &[])
                 .expect("a server without sockets")
         };
         Host {

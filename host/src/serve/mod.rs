@@ -1,5 +1,5 @@
-//! Sockets: one listener per plugin; each Kong connection read by the plugin thread that
-//! answered on it last, or watched by the runtime while idle; graceful shutdown.
+//! Sockets: one listener per plugin; each Kong connection read by the handler that answered on
+//! it last, or watched by a loop while idle; graceful shutdown.
 
 mod metrics;
 mod sockets;
@@ -10,9 +10,9 @@ pub(crate) use sockets::{bind, bind_restricted, Listener, SocketAccess};
 pub(crate) use upgrading::{MovingConnection, Upgrading};
 
 use crate::{
-    runtime::connection::{Conn, Connection, Fill, Home, OpenConnections, Read, Serves},
+    runtime::connection::{Conn, Connection, Home, OpenConnections, Serves},
     runtime::dispatch::Dispatcher,
-    runtime::executor::Executor,
+    runtime::loops::Loops,
     runtime::place::Place,
     wire::frame::Frames,
     wire::Message,
@@ -20,17 +20,12 @@ use crate::{
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsFd, AsRawFd, OwnedFd},
+    os::fd::{AsFd, OwnedFd},
     path::PathBuf,
-    sync::{atomic::AtomicUsize, Arc},
+    sync::Arc,
     time::Duration,
 };
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    net::UnixStream,
-    runtime::Handle,
-    task::JoinSet,
-};
+use tokio::{net::UnixStream, task::JoinSet};
 
 /// Limits on what one connection may send.
 #[derive(Clone, Copy)]
@@ -41,24 +36,20 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// The sockets' side of a serving host: accepts Kong's connections, watches the idle ones, and
-/// runs the busy ones on plugin threads.
+/// The sockets' side of a serving host: accepts Kong's connections and hands them to the loops,
+/// which watch the idle ones and run handlers.
 pub struct Server {
     pub dispatcher: Arc<Dispatcher>,
     limits: Limits,
     open: OpenConnections,
-    /// Threads holding an idle connection now, at most [`MAX_HOLDERS`].
-    holders: Arc<AtomicUsize>,
     /// What each socket name serves, for connections a predecessor hands over.
     serves: HashMap<String, Serves>,
     /// Set when a successor takes over (`serve --upgrade`): connections move to it.
     pub(crate) upgrading: Upgrading,
     /// Copies of the listening sockets, by name, to hand to a successor.
     pub(crate) listener_fds: Vec<(String, OwnedFd)>,
-    /// The plugin threads, which read and answer busy connections.
-    executor: Executor,
-    /// The socket runtime, which watches idle connections; plugin threads park them on it.
-    runtime: Handle,
+    /// The threads that watch connections and run handlers.
+    loops: Loops,
 }
 
 /// How [`Server::run`] ended.
@@ -70,22 +61,10 @@ pub enum Stopped {
     HandedOver,
 }
 
-/// How long a plugin thread keeps reading a connection Kong sends nothing on before it parks it
-/// on the runtime: long enough to cover Kong's gaps between a busy worker's requests, short
-/// enough that idle pooled connections do not each hold a thread.
-const HOLD: Duration = Duration::from_secs(1);
-/// How often a thread holding an idle connection checks whether it should let it go sooner (a
-/// successor takes over, or events wait for a thread).
-const HOLD_CHECK: Duration = Duration::from_millis(100);
-/// Idle connections held by threads at most: Kong reuses the connections it returned last, so
-/// the busy ones are few (about the requests in flight); any more wait parked, costing no thread.
-const MAX_HOLDERS: usize = 128;
-
 impl Server {
-    /// Within the tokio runtime, which watches idle connections.
     pub fn new(
         dispatcher: Arc<Dispatcher>,
-        executor: Executor,
+        loops: Loops,
         limits: Limits,
         listeners: &[Listener],
     ) -> io::Result<Arc<Self>> {
@@ -98,14 +77,12 @@ impl Server {
             dispatcher,
             limits,
             open: OpenConnections::default(),
-            holders: Arc::default(),
             serves: listeners
                 .iter()
                 .map(|l| (l.name.clone(), l.serves.clone()))
                 .collect(),
             upgrading: Upgrading::default(),
-            executor,
-            runtime: Handle::current(),
+            loops,
         }))
     }
 
@@ -144,6 +121,7 @@ impl Server {
             }
             Stopped::HandedOver => {
                 tracing::info!("the new host accepts now: handing over open connections");
+                self.loops.revisit_idle();
                 self.upgrading.finished.notified().await;
             }
         }
@@ -157,7 +135,7 @@ impl Server {
             match listener.listener.accept().await {
                 Ok((stream, _)) => {
                     let serves = listener.serves.clone();
-                    tokio::spawn(Arc::clone(&self).open(stream, Arc::clone(&name), serves));
+                    Arc::clone(&self).open(stream, Arc::clone(&name), serves);
                 }
                 Err(error) => {
                     tracing::warn!("accept on {} failed: {error}", listener.path.display());
@@ -169,7 +147,7 @@ impl Server {
 
     /// A connection Kong just opened: watched until Kong's first bytes say which protocol it
     /// speaks (a MsgPack:1 one gets its serverPid notification ahead of its first reply).
-    async fn open(self: Arc<Self>, stream: UnixStream, name: Arc<str>, serves: Serves) {
+    fn open(self: Arc<Self>, stream: UnixStream, name: Arc<str>, serves: Serves) {
         let Some(slot) = self.open.take(self.limits.max_connections) else {
             return;
         };
@@ -177,7 +155,7 @@ impl Server {
             Ok(stream) => {
                 let mut conn = self.conn(stream, name, serves, Some(slot), Vec::new());
                 conn.greet = true;
-                self.watch(conn).await
+                conn.park();
             }
             Err(error) => tracing::warn!("closing a connection: {error}"),
         }
@@ -194,15 +172,8 @@ impl Server {
         let limits = self.limits;
         let mut frames = Frames::from_kong(limits.max_frame_bytes, limits.max_depth);
         frames.buffer().extend_from_slice(&buffered);
-        Box::new(Connection {
-            stream,
-            frames,
-            name,
-            serves,
-            home: Arc::clone(self) as Arc<dyn Home>,
-            slot,
-            greet: false,
-        })
+        let home = Arc::clone(self) as Arc<dyn Home>;
+        Box::new(Connection::new(stream, frames, name, serves, home, slot))
     }
 
     /// Runs a connection handed over by a predecessor, with the bytes it read of it. The
@@ -265,93 +236,11 @@ impl Server {
         }
     }
 
-    /// Watches an idle connection on the runtime until Kong sends on it, then sends the
-    /// message where it is answered.
-    async fn watch(self: Arc<Self>, mut conn: Conn) {
-        // SAFETY: `conn` owns the descriptor and outlives `watched`, which is dropped before
-        // the connection goes anywhere.
-        let registered =
-            unsafe { AsyncFd::register_with_interest(conn.stream.as_raw_fd(), Interest::READABLE) };
-        let watched = match registered {
-            Ok(watched) => watched,
-            Err(error) => {
-                tracing::warn!("closing a connection: cannot watch it: {error}");
-                return;
-            }
-        };
-        let mut handing_over = self.upgrading.ready.subscribe();
-        loop {
-            match conn.frames.next_message() {
-                Ok(Some(message)) => {
-                    drop(watched);
-                    return self.route(conn, message);
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!("closing a connection: {error}");
-                    return;
-                }
-            }
-            if self.hands_over(&conn, None) {
-                drop(watched);
-                return self.hand_over(*conn, None);
-            }
-            tokio::select! {
-                ready = watched.readable() => {
-                    let Ok(mut ready) = ready else { return };
-                    match conn.fill() {
-                        Fill::Read => {}
-                        Fill::Empty => ready.clear_ready(),
-                        Fill::Closed => return,
-                    }
-                }
-                _ = handing_over.wait_for(|ready| *ready), if conn.transferable() => {}
-            }
+    /// Runs on a loop: answers `message`, then lets the loop watch the connection for the next.
+    fn answer(&self, conn: Conn, message: Message) {
+        if let Some(kept) = self.dispatcher.dispatch(conn, message) {
+            kept.park();
         }
-    }
-
-    /// Runs on a plugin thread: answers `conn`'s messages, starting with `next`, for as long as
-    /// this thread holds it.
-    fn answer_on_this_thread(self: Arc<Self>, mut conn: Conn, mut next: Option<Message>) {
-        loop {
-            let message = match next.take() {
-                Some(message) => message,
-                None => match self.hold(conn) {
-                    Some((held, message)) => {
-                        conn = held;
-                        message
-                    }
-                    None => return,
-                },
-            };
-            if self.hands_over(&conn, Some(&message)) {
-                return self.hand_over(*conn, Some(message));
-            }
-            match self.dispatcher.dispatch(conn, message) {
-                Some(kept) => conn = kept,
-                None => return,
-            }
-        }
-    }
-
-    /// Waits for Kong's next message on `conn` while that is worth a thread; `None` once the
-    /// connection is parked on the runtime, or closed.
-    fn hold(&self, conn: Conn) -> Option<(Conn, Message)> {
-        let Some(_holding) = Place::take(&self.holders, MAX_HOLDERS) else {
-            conn.park();
-            return None;
-        };
-        let mut conn = conn;
-        let mut idle = Duration::ZERO;
-        while idle < HOLD && !self.hands_over(&conn, None) && !self.executor.has_waiting_jobs() {
-            match conn.read(None, HOLD_CHECK) {
-                Read::Message(message) => return Some((conn, message)),
-                Read::Idle | Read::Woken => idle += HOLD_CHECK,
-                Read::Closed => return None,
-            }
-        }
-        conn.park();
-        None
     }
 
     /// Whether `conn` moves to the successor now: once it accepts, only Steps of this
@@ -363,7 +252,8 @@ impl Server {
     }
 
     /// Sends `conn` to the successor; `unanswered` is read there again, ahead of what follows.
-    fn hand_over(&self, conn: Connection, unanswered: Option<Message>) {
+    fn hand_over(&self, mut conn: Connection, unanswered: Option<Message>) {
+        conn.unwatch();
         let Connection {
             stream,
             mut frames,
@@ -387,20 +277,15 @@ impl Home for Server {
         if self.hands_over(&conn, Some(&message)) {
             return self.hand_over(*conn, Some(message));
         }
-        if self.dispatcher.needs_plugin_thread(&message) {
-            let server = Arc::clone(&self);
-            return self
-                .executor
-                .spawn(move || server.answer_on_this_thread(conn, Some(message)));
-        }
-        if let Some(answered_on) = self.dispatcher.dispatch(conn, message) {
-            answered_on.park();
-        }
+        let server = Arc::clone(&self);
+        self.loops.run(move || server.answer(conn, message));
     }
 
     fn park(self: Arc<Self>, conn: Conn) {
-        let runtime = self.runtime.clone();
-        runtime.spawn(self.watch(conn));
+        if self.hands_over(&conn, None) {
+            return self.hand_over(*conn, None);
+        }
+        self.loops.park(conn);
     }
 }
 

@@ -256,14 +256,6 @@ pub fn step_reply(msgid: MsgId, event_id: u64, data: StepData<'_>) -> Vec<u8> {
     out
 }
 
-/// The method a request names, if it is shaped like one.
-pub fn method_of(message: &Value) -> Option<&str> {
-    match message {
-        Value::Array(parts) => parts.get(2)?.as_str(),
-        _ => None,
-    }
-}
-
 /// The event a Step request (any Step method, or StepError) is for.
 pub fn step_event_id(message: &Value) -> Option<u64> {
     let Value::Array(parts) = message else {

@@ -48,18 +48,6 @@ pub fn parse(payload: &[u8]) -> Result<(i64, Request), String> {
     Ok((call.sequence, request))
 }
 
-/// Whether answering the `RpcCall` in `payload` runs plugin code (a constructor, a handler);
-/// anything else, unreadable calls included, is answered at once wherever it was read.
-pub fn runs_plugin_code(payload: &[u8]) -> bool {
-    use pb::rpc_call::Call;
-    pb::RpcCall::decode(payload).is_ok_and(|call| {
-        matches!(
-            call.call,
-            Some(Call::CmdStartInstance(_) | Call::CmdHandleEvent(_))
-        )
-    })
-}
-
 /// What a call ended with, as Kong reads it.
 pub enum Return<'a> {
     /// The instance `cmd_start_instance` started, or `cmd_get_instance_status` asked about.
