@@ -42,7 +42,7 @@ pub trait Predecessor: Send + Sync {
 pub struct Policy {
     /// Live instance ids at most; StartInstance beyond it is refused.
     pub max_instances: usize,
-    /// Events of one plugin in flight at most, so one stuck plugin cannot hold every thread.
+    /// Events of one plugin in flight at most, so one stuck plugin cannot hold the host.
     pub max_events_per_plugin: usize,
     /// Plugins whose failures let the request through instead of ending it with a 500.
     pub fail_open: Vec<String>,
@@ -229,9 +229,9 @@ impl Dispatcher {
         self.draining.store(true, Ordering::Release);
     }
 
-    /// Answers one message Kong sent on `conn`, on the calling plugin thread: HandleEvent runs
+    /// Answers one message Kong sent on `conn`, in the calling coroutine: HandleEvent runs
     /// its handler here, StartInstance the plugin's constructor. Returns the connection while
-    /// this thread still holds it (it answered last on it); `None` when it went elsewhere (to
+    /// this coroutine still holds it (it answered last on it); `None` when it went elsewhere (to
     /// the event a Step belongs to) or closed.
     pub fn dispatch(&self, conn: Conn, message: Message) -> Option<Conn> {
         let (caller, request) = match message {
@@ -300,7 +300,7 @@ impl Dispatcher {
     }
 
     /// `serves`: what the socket the request came in on serves. The constructor is plugin
-    /// code: it runs on this plugin thread, and stalls only this connection.
+    /// code: it runs in this coroutine, and stalls only this connection.
     fn start_instance(&self, serves: &Serves, name: &[u8], config: Vec<u8>) -> Result<i64, String> {
         let name = String::from_utf8_lossy(name);
         if let Serves::One(served) = serves {
@@ -388,7 +388,7 @@ impl Dispatcher {
         }))
     }
 
-    /// Runs the event's handler on this thread; returns the connection it holds at the end.
+    /// Runs the event's handler in this coroutine; returns the connection it holds at the end.
     fn run_event(&self, start: EventStart, caller: Caller, conn: Conn) -> Option<Conn> {
         let EventStart {
             event_id,

@@ -1,23 +1,23 @@
 //! Events: one phase handler running for one request.
 //!
-//! The handler runs on the plugin thread that read its HandleEvent, and blocks on each PDK
-//! call. Each PDK call is the reply to Kong's pending request; the thread writes it on the
-//! connection that request came in on and then reads that connection's next message itself,
-//! which is almost always the event's next Step (connection.rs says why): the common PDK call
-//! costs no hand-off between threads at all. When the next message belongs to someone else, the
-//! connection goes where that message is answered ([`Conn::route`]), and the handler waits for
-//! its Step to be delivered ([`Events::resume`]) by whichever thread reads it, with the
-//! connection it came in on. Events live in one table keyed by event id for those deliveries.
+//! The handler runs in the coroutine that read its HandleEvent (`loops`), and each PDK call
+//! suspends it. Each PDK call is the reply to Kong's pending request; the handler writes it on
+//! the connection that request came in on and then waits for that connection's next message
+//! itself, which is almost always the event's next Step (connection.rs says why): the common PDK
+//! call costs no hand-off at all. When the next message belongs to someone else, the connection
+//! goes where that message is answered ([`Conn::route`]), and the handler waits for its Step to
+//! be delivered ([`Events::resume`]) by whichever coroutine reads it, with the connection it came
+//! in on. Events live in one table keyed by event id for those deliveries.
 //!
 //! Over ProtoBuf:1 (protocol.md §13.6) there are no Steps: Kong keeps the HandleEvent's
-//! connection for the whole event, and the handler's thread makes each PDK call a round trip on
+//! connection for the whole event, and the handler makes each PDK call a round trip on
 //! it (`runtime/protobuf.rs`); the event is ended on that connection. Everything else here (the
 //! table, the reaper's deadlines, places, statistics, fail-closed exits) is shared.
 //!
 //! Kong simply stops sending Steps when a handler calls `kong.response.exit`/`error` or when a PDK
 //! call raises inside Kong (protocol.md §8). Terminal calls end the event at once; anything else
 //! that goes quiet is reclaimed after the idle deadline, which wakes the blocked handler with an
-//! "event ended" error so its thread is freed.
+//! "event ended" error so its coroutine is freed.
 
 use crate::{
     loader::LoadedPlugin,
@@ -129,12 +129,12 @@ pub fn send_next(
 type Resume = StepResult;
 
 /// Kong's Step results that arrived on another connection, on their way to the handler: one
-/// slot per event, reused for every step, with the handler's thread waiting on its [`Waker`]
+/// slot per event, reused for every step, with the handler waiting on its [`Waker`]
 /// (beside the connection it reads, when it holds one).
 #[derive(Default)]
 struct Mailbox {
     slot: Mutex<Slot>,
-    /// Wakes the plugin thread running the handler, known before its first PDK call can wait.
+    /// Wakes the coroutine running the handler, known before its first PDK call can wait.
     handler: OnceLock<Arc<Waker>>,
 }
 
@@ -258,6 +258,15 @@ impl Event {
         (!self.running.load(Ordering::Acquire)).then(|| method.clone())
     }
 
+    /// Whether the handler's loop is caught in another handler's plugin code: Kong's answer may
+    /// be waiting unread, so its silence says nothing.
+    fn stalled(&self) -> bool {
+        self.mailbox
+            .handler
+            .get()
+            .is_some_and(|waker| waker.stalled())
+    }
+
     /// Kong's next Step arrived: the handler runs again, and its next yield answers `pending`.
     /// `Err`: it was running already (the Step is refused), with `pending` given back.
     fn resumed(&self, now_ms: u64, pending: Pending) -> Result<(), (String, Pending)> {
@@ -316,7 +325,7 @@ impl Events {
     }
 
     /// Registers event `id`, whose first yield answers `pending` (the HandleEvent), and runs its
-    /// handler on the calling plugin thread. Returns the connection the thread holds at the
+    /// handler in the calling coroutine. Returns the connection the handler holds at the
     /// end, to read Kong's next message from.
     pub fn run(
         &self,
@@ -419,6 +428,7 @@ impl Events {
         let reaped = self.table.extract_if(|event| {
             let deadline = match event.running.load(Ordering::Acquire) {
                 true => handler,
+                false if event.stalled() => return false,
                 false => kong,
             };
             event.touched_ms.load(Ordering::Acquire) < deadline
@@ -451,6 +461,7 @@ impl Events {
                 .filter(|event| {
                     Arc::ptr_eq(&event.instance.plugin, plugin)
                         && !event.running.load(Ordering::Acquire)
+                        && !event.stalled()
                 })
                 .min_by_key(|event| event.touched_ms.load(Ordering::Acquire))?;
             let waited = self
@@ -490,8 +501,8 @@ const MAKE_ROOM_WAIT_CAP: Duration = Duration::from_secs(2);
 /// How often a plugin at its limit looks again for an event to take the place of.
 const MAKE_ROOM_POLL: Duration = Duration::from_millis(10);
 
-/// Runs the handler on this plugin thread, then its final yield; returns the connection the
-/// thread holds at the end.
+/// Runs the handler in this coroutine, then its final yield; returns the connection it holds at
+/// the end.
 fn run_handler(event: Arc<Event>, events: &Events) -> Option<Conn> {
     let bridge = Bridge {
         event,
@@ -522,19 +533,19 @@ fn run_handler(event: Arc<Event>, events: &Events) -> Option<Conn> {
                     "handler failed after its event ended: {message}"
                 );
             }
-            // Ended by a terminal call: the thread still holds the connection it answered on.
+            // Ended by a terminal call: the handler still holds the connection it answered on.
             bridge.held.take()
         }
     }
 }
 
-/// The plugin-thread end of one event, seen by the plugin as its [`Host`].
+/// The handler's end of one event, seen by the plugin as its [`Host`].
 struct Bridge<'a> {
     event: Arc<Event>,
     events: &'a Events,
     /// Set once the event is over: every later PDK call fails fast with this reason.
     ended: RefCell<Option<String>>,
-    /// The connection a terminal call answered on: the thread reads it once the handler returns.
+    /// The connection a terminal call answered on: read again once the handler returns.
     held: RefCell<Option<Conn>>,
 }
 
@@ -592,7 +603,7 @@ impl Bridge<'_> {
     }
 
     /// A ProtoBuf:1 PDK call: Kong keeps the event's request open while the handler runs, so
-    /// the call is one or more round trips on its connection, which this thread holds.
+    /// the call is one or more round trips on its connection, which this handler holds.
     fn call_over_protobuf(
         &self,
         method: &str,
@@ -652,7 +663,7 @@ impl Bridge<'_> {
     }
 
     /// Kong's answer to the PDK call just sent on `conn`: read from `conn` itself while this
-    /// thread holds it, or delivered by the thread that read it elsewhere.
+    /// handler holds it, or delivered by the coroutine that read it elsewhere.
     fn next_step(&self, mut conn: Option<Conn>) -> Result<Resume, Wait> {
         let mailbox = &self.event.mailbox;
         let waker = mailbox.handler.get().expect("set before the handler runs");
@@ -690,7 +701,7 @@ impl Bridge<'_> {
                 },
                 Err(Closed) => Err(Wait::Closed),
             };
-            // The Step came in on another connection (which this thread now answers on), or
+            // The Step came in on another connection (which this handler now answers on), or
             // the wait is over: the connection held so far is idle.
             if let Some(conn) = conn {
                 conn.park();
@@ -700,7 +711,7 @@ impl Bridge<'_> {
     }
 
     /// Takes `message` as this event's next Step if it is one; anything else goes where it is
-    /// answered. `Err`: the connection, if this thread still holds it.
+    /// answered. `Err`: the connection, if this handler still holds it.
     fn own_step(&self, conn: Conn, message: Message) -> Result<Resume, Option<Conn>> {
         let message = match message {
             Message::MsgPack(message)

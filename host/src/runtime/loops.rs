@@ -9,6 +9,11 @@
 //! and the ABI is unchanged; a coroutine never leaves the thread it started on, so the
 //! thread-locals a plugin uses stay the same for the whole event.
 //!
+//! Work goes to the first loop with room: one loop answering all of Kong's connections batches
+//! best (a message for another loop's handler costs a wake-up of that loop). The watchdog
+//! spreads idle connections to the next loop when one is busy most of the time, and gathers
+//! them back when the load falls.
+//!
 //! Plugin code that blocks (a sleep, blocking I/O, a long computation) holds its loop's thread.
 //! A watchdog notices a loop that has been inside one coroutine for longer than [`CAUGHT_AFTER`]
 //! and moves what has not started there, its idle connections and its queued work, to a loop
@@ -34,7 +39,7 @@ use std::{
     panic::{self, AssertUnwindSafe},
     rc::Rc,
     sync::{
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
         Arc, Weak,
     },
     thread,
@@ -49,6 +54,15 @@ type Job = Box<dyn FnOnce() + Send>;
 pub(crate) const CAUGHT_AFTER: Duration = Duration::from_millis(20);
 /// How often the watchdog looks.
 const WATCH_EVERY: Duration = Duration::from_millis(10);
+/// How often it weighs the loops' loads: their share of time awake, in permille, over this.
+const WEIGH_EVERY: u32 = 10;
+/// A loop busier than this takes no new work while another has room...
+const FULL: u32 = 750;
+/// ...and one busier than this gives half its idle connections to a loop below [`ROOM`].
+const SPILL: u32 = 900;
+const ROOM: u32 = 500;
+/// A loop past the first this quiet gives its idle connections back to the first with room.
+const GATHER: u32 = 100;
 /// Each coroutine's stack: what a plugin thread had (Rust's default for spawned threads). Only
 /// the pages a handler touches take memory.
 const STACK_BYTES: usize = 2 << 20;
@@ -145,6 +159,12 @@ impl Waker {
         self.woken.store(false, Ordering::Release);
     }
 
+    /// Whether its coroutine's loop is caught in plugin code: it cannot run until that returns,
+    /// whatever arrives for it.
+    pub fn stalled(&self) -> bool {
+        self.home.caught(coarse_ms())
+    }
+
     /// Waits until woken or `timeout` passes; true when woken.
     pub fn wait(&self, timeout: Duration) -> bool {
         matches!(suspend_until(None, Some(self), timeout), Woke::Waker)
@@ -182,7 +202,9 @@ pub(crate) fn suspend_until(
     if timeout.is_zero() {
         return Woke::Timeout;
     }
-    let deadline = Instant::now().checked_add(timeout);
+    // On the coarse clock, read without a timer access: a deadline may pass a tick late.
+    let millis = u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    let deadline = coarse_ms().checked_add(millis);
     if let Some(readiness) = &readiness {
         readiness.waiter.store(task + 1, Ordering::Release);
     }
@@ -242,8 +264,6 @@ pub struct Loops {
 
 struct Set {
     loops: RwLock<Vec<Arc<Loop>>>,
-    /// Where the next piece of work from outside goes (round robin over the free loops).
-    next: AtomicUsize,
     /// Loop threads at most (`--max-plugin-threads`): more start only when all are caught.
     max_threads: usize,
 }
@@ -263,6 +283,10 @@ pub(crate) struct Loop {
     /// Idle connections it watches, by token: the watchdog takes them from a caught loop.
     idle: Mutex<HashMap<u64, Box<dyn Parked>>>,
     next_token: AtomicU64,
+    /// Milliseconds spent awake (out of epoll_wait), counted by the loop.
+    busy_ms: AtomicU64,
+    /// Its share of time awake over the watchdog's last weighing, in permille.
+    load: AtomicU32,
 }
 
 enum Work {
@@ -290,6 +314,8 @@ impl Loop {
             running_since: AtomicU64::new(0),
             idle: Mutex::default(),
             next_token: AtomicU64::new(BELL + 1),
+            busy_ms: AtomicU64::new(0),
+            load: AtomicU32::new(0),
         }))
     }
 
@@ -320,7 +346,6 @@ impl Loops {
         let cores = thread::available_parallelism().map_or(2, |n| n.get());
         let set = Arc::new(Set {
             loops: RwLock::default(),
-            next: AtomicUsize::new(0),
             max_threads: max_threads.max(1),
         });
         for _ in 0..cores.min(set.max_threads) {
@@ -400,33 +425,94 @@ impl Set {
         Some(one)
     }
 
-    /// A loop not caught in plugin code, round robin; a new one when all are (if allowed);
-    /// failing that, any.
+    /// The first loop with room (not caught in plugin code, not [`FULL`]); else the least
+    /// loaded that is not caught; a new one when all are caught (if allowed); failing that, any.
     fn free_loop(self: &Arc<Self>) -> Arc<Loop> {
         let now = coarse_ms();
         {
             let loops = self.loops.read();
-            let start = self.next.fetch_add(1, Ordering::Relaxed);
-            for offset in 0..loops.len() {
-                let each = &loops[(start + offset) % loops.len()];
-                if !each.caught(now) {
-                    return Arc::clone(each);
-                }
+            let free = || loops.iter().filter(|each| !each.caught(now));
+            let roomy = free().find(|each| each.load.load(Ordering::Relaxed) < FULL);
+            if let Some(one) =
+                roomy.or_else(|| free().min_by_key(|each| each.load.load(Ordering::Relaxed)))
+            {
+                return Arc::clone(one);
             }
         }
         if let Some(new) = self.start_loop() {
             return new;
         }
-        let loops = self.loops.read();
-        Arc::clone(&loops[self.next.load(Ordering::Relaxed) % loops.len()])
+        Arc::clone(&self.loops.read()[0])
+    }
+
+    /// Moves idle connections from the loop at `from` to `to` (every one, or every other).
+    fn move_idle(from: &Loop, to: &Loop, all: bool) {
+        let moving: Vec<Box<dyn Parked>> = {
+            let mut idle = from.idle.lock();
+            let tokens: Vec<u64> = idle
+                .keys()
+                .copied()
+                .step_by(if all { 1 } else { 2 })
+                .collect();
+            tokens
+                .iter()
+                .filter_map(|token| idle.remove(token))
+                .collect()
+        };
+        for mut parked in moving {
+            parked.watch().forget();
+            to.send(Work::Park(parked));
+        }
+    }
+
+    /// Weighs each loop's load since the last weighing; spreads or gathers idle connections.
+    fn weigh(&self, busy_before: &mut Vec<u64>, elapsed: Duration) {
+        let loops = self.loops.read().clone();
+        busy_before.resize(loops.len(), 0);
+        let window = (elapsed.as_millis() as u64).max(1);
+        for (each, before) in loops.iter().zip(busy_before.iter_mut()) {
+            let busy = each.busy_ms.load(Ordering::Relaxed);
+            let load = (busy.saturating_sub(*before) * 1000 / window).min(1000) as u32;
+            each.load.store(load, Ordering::Relaxed);
+            *before = busy;
+        }
+        let now = coarse_ms();
+        let load = |each: &Arc<Loop>| each.load.load(Ordering::Relaxed);
+        let free: Vec<&Arc<Loop>> = loops.iter().filter(|each| !each.caught(now)).collect();
+        if let Some(busy) = free.iter().find(|each| load(each) > SPILL) {
+            if let Some(roomy) = free.iter().find(|each| load(each) < ROOM) {
+                Self::move_idle(busy, roomy, false);
+            }
+            return;
+        }
+        let Some(first) = free.iter().find(|each| load(each) < ROOM) else {
+            return;
+        };
+        for quiet in free
+            .iter()
+            .skip_while(|each| !Arc::ptr_eq(each, first))
+            .skip(1)
+        {
+            if load(quiet) < GATHER {
+                Self::move_idle(quiet, first, true);
+            }
+        }
     }
 }
 
 /// Moves what has not started on a caught loop to a free one.
 fn watchdog(set: Weak<Set>) {
+    let mut busy_before = Vec::new();
+    let mut weighed = Instant::now();
+    let mut round = 0;
     loop {
         thread::sleep(WATCH_EVERY);
         let Some(set) = set.upgrade() else { return };
+        round += 1;
+        if round % WEIGH_EVERY == 0 {
+            set.weigh(&mut busy_before, weighed.elapsed());
+            weighed = Instant::now();
+        }
         let now = coarse_ms();
         let caught: Vec<Arc<Loop>> = set
             .loops
@@ -512,7 +598,8 @@ struct Local {
     /// Tasks with no job, to reuse.
     free: RefCell<Vec<usize>>,
     runnable: RefCell<VecDeque<(usize, Woke)>>,
-    timers: RefCell<BTreeSet<(Instant, usize)>>,
+    /// Deadlines of the suspended waits ([`coarse_ms`]), with their tasks.
+    timers: RefCell<BTreeSet<(u64, usize)>>,
     /// Registered descriptors by token; dead entries are swept now and then.
     readiness: RefCell<HashMap<u64, Weak<Readiness>>>,
     registered: Cell<usize>,
@@ -689,11 +776,11 @@ impl Local {
     fn next_timeout(&self) -> Option<Duration> {
         let timers = self.timers.borrow();
         let (deadline, _) = timers.first()?;
-        Some(deadline.saturating_duration_since(Instant::now()))
+        Some(Duration::from_millis(deadline.saturating_sub(coarse_ms())))
     }
 
     fn expire(&self) {
-        let now = Instant::now();
+        let now = coarse_ms();
         loop {
             let due = {
                 let mut timers = self.timers.borrow_mut();
@@ -751,6 +838,7 @@ fn run_loop(me: Arc<Loop>) {
     let mut events = vec![EpollEvent::empty(); 256];
     let mut quiet_since = Instant::now();
     let mut trimmed = false;
+    let mut awake = coarse_ms();
     loop {
         let work = std::mem::take(&mut *me.inbox.lock());
         let had_work = !work.is_empty();
@@ -784,7 +872,13 @@ fn run_loop(me: Arc<Loop>) {
             None if idle => timeout_ms(TRIM_AFTER),
             None => PollTimeout::NONE,
         };
-        let ready = match me.epoll.wait(&mut events, timeout) {
+        // On the coarse clock: a tick falls in a stretch awake in proportion to its length, so
+        // the sum over many stretches is right without a timer access per stretch.
+        me.busy_ms
+            .fetch_add(coarse_ms().saturating_sub(awake), Ordering::Relaxed);
+        let waited = me.epoll.wait(&mut events, timeout);
+        awake = coarse_ms();
+        let ready = match waited {
             Ok(ready) => ready,
             Err(Errno::EINTR) => 0,
             Err(error) => {

@@ -1,6 +1,6 @@
 //! Where a ProtoBuf:1 event differs from a MsgPack:1 one: Kong keeps the HandleEvent's
 //! connection for the whole event (pb_rpc.lua, `Rpc:call`), so each PDK call is a round trip on
-//! it, made by the thread running the handler, and no other thread ever reads it meanwhile.
+//! it, made by the handler itself, and nothing else ever reads it meanwhile.
 
 use crate::{
     runtime::connection::{Connection, Read},
@@ -17,8 +17,8 @@ use std::time::Duration;
 /// Kong's end of a ProtoBuf:1 event: the connection its HandleEvent came in on.
 pub(crate) struct KongOnConnection<'a> {
     conn: &'a mut Connection,
-    /// The handler thread's waker and whether the event ended: the reaper ends an event Kong
-    /// stopped answering, and wakes the thread waiting here.
+    /// The handler's waker and whether the event ended: the reaper ends an event Kong
+    /// stopped answering, and wakes the handler waiting here.
     event: Option<(&'a Waker, &'a dyn Fn() -> bool)>,
     /// How long Kong may take to answer (`--kong-step-timeout`).
     timeout: Duration,

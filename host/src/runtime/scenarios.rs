@@ -482,3 +482,47 @@ fn a_protobuf_handler_blocked_in_plugin_code_stalls_no_event_of_either_protocol(
     blocked.send_frame(&[]);
     blocked.expect(&envelope::event_end(2));
 }
+
+/// What a Step reply (as bytes) asks Kong to call, and with what.
+fn called(reply: &[u8]) -> (String, Value) {
+    let value = rmpv::decode::read_value(&mut &reply[..]).expect("a reply");
+    let Value::Array(parts) = value else {
+        panic!("not a reply: {value:?}")
+    };
+    let data = field(&parts[3], "Data");
+    let method = field(data, "Method").as_str().expect("a method name");
+    (method.to_string(), field(data, "Args").clone())
+}
+
+#[test]
+fn an_event_stalled_behind_a_blocked_handler_on_its_loop_keeps_its_place() {
+    let make_room_after = Duration::from_millis(100);
+    let host = Host::new(2, make_room_after);
+    let instance = host.instance();
+    // Two events started together, on the loop that takes work first.
+    let (mut a, mut b) = (host.connect(), host.connect());
+    let (msgid, reply) = a.handle_event(instance);
+    let blocking = event_id(&reply);
+    assert_eq!(reply, get_header(msgid, blocking, BLOCK));
+    let (msgid, reply) = b.handle_event(instance);
+    let stalled = event_id(&reply);
+    assert_eq!(reply, get_header(msgid, stalled, BLOCK));
+
+    // One runs plugin code for 800 ms; Kong answers the other at once, but that answer waits
+    // unread while their loop is held.
+    let blocked = a.step(blocking, Some("800"));
+    thread::sleep(Duration::from_millis(50));
+    let answered = b.step(stalled, None);
+    thread::sleep(make_room_after * 2);
+
+    // At the limit, a newer event does not take the stalled one's place: it is refused.
+    let mut c = host.connect();
+    let (_, reply) = c.handle_event(instance);
+    let (method, args) = called(&reply);
+    assert_eq!(method, "kong.response.exit");
+    assert_eq!(args[0], Value::from(503), "{args:?}");
+
+    // Once the loop is free, both go on where they were.
+    assert_eq!(b.read_frame(), get_header(answered, stalled, AFTER));
+    assert_eq!(a.read_frame(), get_header(blocked, blocking, AFTER));
+}
