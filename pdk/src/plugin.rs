@@ -13,6 +13,16 @@ use serde::de::DeserializeOwned;
 /// Phase methods run on host-owned threads, concurrently for many requests, hence `&self`,
 /// `Send + Sync`: keep per-request state in locals or `kong.ctx.shared`, not in `self`.
 ///
+/// # Threads, and code that blocks
+///
+/// The host runs each phase call as a coroutine on one of a few threads (about one per core):
+/// a PDK call suspends it until Kong answers, and the thread serves other requests meanwhile.
+/// A call stays on one thread from start to end, so thread-locals it uses stay the same.
+/// Plugin code that blocks (a sleep, blocking I/O, a long computation) holds its thread: after
+/// 20 ms the host moves that thread's idle connections and new requests to another, but
+/// requests already suspended on it wait until the blocking code returns. Keep blocking short,
+/// and give outbound calls tight timeouts.
+///
 /// # What Kong gives external plugins
 ///
 /// Kong runs an external plugin (any plugin server: Go, JavaScript, Python, this host) in six
