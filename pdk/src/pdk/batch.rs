@@ -7,7 +7,10 @@
 //! call, before `kong.response.exit`, and when the handler returns (with `Ok`, `Err` or a
 //! panic). A write Kong might refuse, or whose effect depends on what Kong holds, is not held:
 //! what was held is sent, then the write itself, so Kong refuses it at the write exactly as
-//! before (and, as before, abandons the event). References are Kong 3.9.3's
+//! before (and, as before, abandons the event). One difference remains: Kong applies a batch's
+//! headers in the order its Lua table iterates, so headers of different names set in one batch
+//! may reach the service or client in another order than written (values of one name keep
+//! theirs); HTTP gives that order no meaning (RFC 9110 §5.3). References are Kong 3.9.3's
 //! `kong/pdk/private/checks.lua`, `kong/pdk/service/request.lua` and `kong/pdk/response.lua`.
 
 use super::{value, Call, Headers, Kong};
