@@ -188,7 +188,8 @@ async fn run_host_on_runtime(
             .map_err(|error| format!("--upgrade: {error}"))?;
         dispatcher.forward_to_predecessor(Arc::new(forwarder));
     }
-    let loops = loops::Loops::new(options.max_plugin_threads);
+    let loops = loops::Loops::new(options.max_plugin_threads)
+        .map_err(|error| format!("cannot start serving: {error}"))?;
     let server = serve::Server::new(Arc::clone(&dispatcher), loops, limits, &listeners)
         .map_err(|error| format!("cannot keep the listening sockets: {error}"))?;
     let control_path = upgrade::control_path(&options.socket_dir, &server_name);

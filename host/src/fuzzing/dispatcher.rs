@@ -97,7 +97,9 @@ const MAX_DEPTH: usize = 16;
 /// The loops, shared by every input, as starting threads for every input would be slow.
 fn loops() -> Loops {
     static LOOPS: OnceLock<Loops> = OnceLock::new();
-    LOOPS.get_or_init(|| Loops::new(8)).clone()
+    LOOPS
+        .get_or_init(|| Loops::new(8).expect("loop threads"))
+        .clone()
 }
 
 /// A fresh dispatcher per input, so inputs do not depend on each other.

@@ -340,8 +340,9 @@ impl Loop {
 }
 
 impl Loops {
-    /// A loop per core (at most `max_threads`), and the watchdog.
-    pub fn new(max_threads: usize) -> Self {
+    /// A loop per core (at most `max_threads`), and the watchdog; an error when not one loop
+    /// thread could start (each failure is logged).
+    pub fn new(max_threads: usize) -> std::io::Result<Self> {
         memory::bound_allocator_arenas();
         let cores = thread::available_parallelism().map_or(2, |n| n.get());
         let set = Arc::new(Set {
@@ -350,6 +351,11 @@ impl Loops {
         });
         for _ in 0..cores.min(set.max_threads) {
             set.start_loop();
+        }
+        if set.loops.read().is_empty() {
+            return Err(std::io::Error::other(
+                "no thread to run plugin code could start",
+            ));
         }
         let watched = Arc::downgrade(&set);
         let watchdog = thread::Builder::new()
@@ -360,7 +366,7 @@ impl Loops {
                 "cannot start the loop watchdog: {error}; blocking plugin code stalls its loop"
             );
         }
-        Loops { set }
+        Ok(Loops { set })
     }
 
     /// Runs `job` in a coroutine: on this loop when called on one, else on a free loop.

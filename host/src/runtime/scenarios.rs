@@ -111,8 +111,13 @@ impl Host {
         };
         let server = {
             let _entered = runtime.enter();
-            Server::new(Arc::clone(&dispatcher), Loops::new(32), limits, &[])
-                .expect("a server without sockets")
+            Server::new(
+                Arc::clone(&dispatcher),
+                Loops::new(32).expect("loop threads"),
+                limits,
+                &[],
+            )
+            .expect("a server without sockets")
         };
         Host {
             server,
