@@ -909,3 +909,83 @@ fn run_loop(me: Arc<Loop>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::{fd::AsRawFd, unix::net::UnixStream};
+
+    /// An idle connection that never gets a message.
+    struct Quiet {
+        watch: Watch,
+        _stream: UnixStream,
+        _peer: UnixStream,
+    }
+
+    impl Parked for Quiet {
+        fn watch(&mut self) -> &mut Watch {
+            &mut self.watch
+        }
+
+        fn readable(self: Box<Self>) -> Option<Box<dyn Parked>> {
+            Some(self)
+        }
+
+        fn revisit(self: Box<Self>) {}
+    }
+
+    fn quiet() -> Box<dyn Parked> {
+        let (stream, peer) = UnixStream::pair().expect("a socket pair");
+        Box::new(Quiet {
+            watch: Watch::new(stream.as_raw_fd()),
+            _stream: stream,
+            _peer: peer,
+        })
+    }
+
+    /// Waits until the loops' idle tables hold `expected`, in order.
+    fn idle_counts(loops: &[Arc<Loop>], expected: &[usize]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let counts: Vec<usize> = loops.iter().map(|each| each.idle.lock().len()).collect();
+            if counts == expected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "idle tables {counts:?}, not {expected:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_busy_loop_spreads_half_its_idle_connections_and_they_gather_back_when_it_is_not() {
+        let set = Arc::new(Set {
+            loops: RwLock::default(),
+            max_threads: 2,
+        });
+        let (first, second) = (set.start_loop(), set.start_loop());
+        let loops = [first.expect("a loop"), second.expect("a loop")];
+        for _ in 0..8 {
+            set.free_loop().send(Work::Park(quiet()));
+        }
+        idle_counts(&loops, &[8, 0]);
+        let mut busy_before = Vec::new();
+        let second_of_time = Duration::from_secs(1);
+        set.weigh(&mut busy_before, second_of_time);
+
+        // Awake 95 % of the last second: half its idle connections go to the quiet loop.
+        loops[0].busy_ms.fetch_add(950, Ordering::Relaxed);
+        set.weigh(&mut busy_before, second_of_time);
+        assert!(loops[0].load.load(Ordering::Relaxed) >= 950);
+        idle_counts(&loops, &[4, 4]);
+        // Full, it takes no new work while the other has room.
+        assert!(Arc::ptr_eq(&set.free_loop(), &loops[1]));
+
+        // Both quiet again: the second gives its connections back to the first.
+        set.weigh(&mut busy_before, second_of_time);
+        idle_counts(&loops, &[8, 0]);
+        assert!(Arc::ptr_eq(&set.free_loop(), &loops[0]));
+    }
+}
