@@ -113,22 +113,34 @@ impl<P: Plugin> PluginInstance for Instance<P> {
 }
 
 thread_local! {
-    /// Set while plugin code runs under `guarded`: the hook then records instead of printing.
-    static GUARDED: Cell<bool> = const { Cell::new(false) };
+    /// How many handlers are inside `guarded` on this thread: the hook then records instead of
+    /// printing. A count, not a flag: the host runs handlers as coroutines that interleave on a
+    /// thread (one starts while another waits on Kong, and either may end first).
+    static GUARDED: Cell<usize> = const { Cell::new(0) };
     /// The last caught panic's message with its location, for the host's log line.
     static LAST_PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Runs `f`, turning a panic into its message (`panicked at src/lib.rs:10:5: boom`).
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    let outer = GUARDED.replace(true);
+    GUARDED.set(GUARDED.get() + 1);
     let result = panic::catch_unwind(AssertUnwindSafe(f));
-    GUARDED.set(outer);
+    GUARDED.set(GUARDED.get() - 1);
     result.map_err(|payload| {
         LAST_PANIC
             .take()
             .unwrap_or_else(|| panic_message(payload.as_ref()))
     })
+}
+
+/// Takes the message of the panic this handler is unwinding from, to put back with
+/// [`restore_panic`] after a PDK call: other handlers may run on this thread meanwhile.
+pub(crate) fn take_panic() -> Option<String> {
+    LAST_PANIC.take()
+}
+
+pub(crate) fn restore_panic(message: Option<String>) {
+    LAST_PANIC.set(message);
 }
 
 /// The message of a caught panic's payload (a `&str` or `String`, as `panic!` makes them).
@@ -148,7 +160,7 @@ fn install_panic_hook() {
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if GUARDED.get() {
+            if GUARDED.get() > 0 {
                 let message = info.to_string().replace('\n', " ");
                 LAST_PANIC.set(Some(message));
             } else {
@@ -199,4 +211,40 @@ macro_rules! __export_library_header {
 #[macro_export]
 macro_rules! __export_library_header {
     ($header:ident, $plugin:ty) => {};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use corosensei::{Coroutine, CoroutineResult, Yielder};
+
+    type Handler = Coroutine<(), (), Result<(), String>>;
+
+    /// A handler as the host runs it: a coroutine that suspends where a PDK call waits on Kong.
+    fn handler(panics: bool) -> Handler {
+        Coroutine::new(move |kong: &Yielder<(), ()>, ()| {
+            guarded(|| {
+                kong.suspend(());
+                assert!(!panics, "the second handler fails");
+            })
+        })
+    }
+
+    #[test]
+    fn a_panic_in_a_handler_interleaved_with_another_is_recorded_with_its_location() {
+        install_panic_hook();
+        let (mut first, mut second) = (handler(false), handler(true));
+        // The first starts, the second starts, the first ends, then the second panics.
+        first.resume(());
+        second.resume(());
+        assert!(matches!(first.resume(()), CoroutineResult::Return(Ok(()))));
+        let CoroutineResult::Return(Err(message)) = second.resume(()) else {
+            panic!("the second handler's panic was not caught");
+        };
+        assert!(
+            message.starts_with("panicked at pdk/src/export.rs:"),
+            "{message}"
+        );
+        assert!(message.ends_with("the second handler fails"), "{message}");
+    }
 }

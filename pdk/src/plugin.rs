@@ -17,7 +17,10 @@ use serde::de::DeserializeOwned;
 ///
 /// The host runs each phase call as a coroutine on one of a few threads (about one per core):
 /// a PDK call suspends it until Kong answers, and the thread serves other requests meanwhile.
-/// A call stays on one thread from start to end, so thread-locals it uses stay the same.
+/// A call stays on one thread from start to end, so thread-locals it uses stay the same; but
+/// other requests' calls run on that thread while it waits on a PDK call, so a thread-local is
+/// not one request's alone across a PDK call (as in async Rust): keep per-request state in
+/// locals or `kong.ctx.shared`.
 /// Plugin code that blocks (a sleep, blocking I/O, a long computation) holds its thread: after
 /// 20 ms the host moves that thread's idle connections and new requests to another, but
 /// requests already suspended on it wait until the blocking code returns. Keep blocking short,

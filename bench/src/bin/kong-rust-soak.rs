@@ -166,6 +166,9 @@ async fn soak(cli: &Cli) -> Result<bool, String> {
     let args = [
         "--event-timeout",
         &timeout,
+        // Abandoned events are Kong's silence: reclaimed on this clock, not the handler's.
+        "--kong-step-timeout",
+        &timeout,
         "--max-events-per-plugin",
         "4096",
     ];

@@ -14,6 +14,7 @@
 //! `kong/pdk/private/checks.lua`, `kong/pdk/service/request.lua` and `kong/pdk/response.lua`.
 
 use super::{value, Call, Headers, Kong};
+use crate::export::{restore_panic, take_panic};
 use crate::{abi::Phase, Result};
 use rmpv::Value;
 use std::{
@@ -31,10 +32,16 @@ pub fn run_batched(
 ) -> Result<()> {
     let batching = Batching::new(host, phase);
     let handled = panic::catch_unwind(AssertUnwindSafe(|| handler(&Kong::new(&batching))));
+    // The panic's recorded message waits out the flush's PDK call, during which other handlers
+    // may run (and panic) on this thread.
+    let panicked = handled.is_err().then(take_panic).flatten();
     let flushed = batching.flush();
     match handled {
         Ok(result) => result.and(flushed),
-        Err(payload) => panic::resume_unwind(payload),
+        Err(payload) => {
+            restore_panic(panicked);
+            panic::resume_unwind(payload)
+        }
     }
 }
 
