@@ -20,7 +20,10 @@ use serde::de::DeserializeOwned;
 /// A call stays on one thread from start to end, so thread-locals it uses stay the same; but
 /// other requests' calls run on that thread while it waits on a PDK call, so a thread-local is
 /// not one request's alone across a PDK call (as in async Rust): keep per-request state in
-/// locals or `kong.ctx.shared`.
+/// locals or `kong.ctx.shared`. For the same reason, never hold a lock (a `Mutex` or `RwLock`
+/// guard, a `RefCell` borrow) across a PDK call: another request on the thread that wants it
+/// blocks the thread, and the holder cannot run to release it. The host gives up both events
+/// after `--event-timeout`, and that thread is lost.
 /// Plugin code that blocks (a sleep, blocking I/O, a long computation) holds its thread: after
 /// 20 ms the host moves that thread's idle connections and new requests to another, but
 /// requests already suspended on it wait until the blocking code returns. Keep blocking short,

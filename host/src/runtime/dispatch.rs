@@ -134,7 +134,7 @@ impl Answer for Served {
                 events.finish(event.id);
                 ended(Ending::Abandoned);
                 let secs = events.timeouts.handler.as_secs();
-                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned");
+                tracing::error!(plugin = %plugin, %phase, event = event.id, "handler did not answer within {secs}s; event abandoned (its plugin code blocked that long, or waits for a lock that a request suspended on the same thread holds across a PDK call)");
                 Next::Error(format!(
                     "{plugin} {phase}: handler did not answer within {secs}s"
                 ))

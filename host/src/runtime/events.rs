@@ -259,12 +259,16 @@ impl Event {
     }
 
     /// Whether the handler's loop is caught in another handler's plugin code: Kong's answer may
-    /// be waiting unread, so its silence says nothing.
-    fn stalled(&self) -> bool {
-        self.mailbox
+    /// be waiting unread, so its silence says nothing. Only for `limit`: a loop held longer is
+    /// stuck for good (code that never returns, or a lock held across a PDK call by a handler
+    /// suspended on the same thread), and its events are reclaimed as any other.
+    fn stalled(&self, limit: Duration) -> bool {
+        let held = self
+            .mailbox
             .handler
             .get()
-            .is_some_and(|waker| waker.stalled())
+            .map_or(Duration::ZERO, |waker| waker.stalled_for());
+        !held.is_zero() && held < limit
     }
 
     /// Kong's next Step arrived: the handler runs again, and its next yield answers `pending`.
@@ -428,7 +432,7 @@ impl Events {
         let reaped = self.table.extract_if(|event| {
             let deadline = match event.running.load(Ordering::Acquire) {
                 true => handler,
-                false if event.stalled() => return false,
+                false if event.stalled(self.timeouts.handler) => return false,
                 false => kong,
             };
             event.touched_ms.load(Ordering::Acquire) < deadline
@@ -461,7 +465,7 @@ impl Events {
                 .filter(|event| {
                     Arc::ptr_eq(&event.instance.plugin, plugin)
                         && !event.running.load(Ordering::Acquire)
-                        && !event.stalled()
+                        && !event.stalled(self.timeouts.handler)
                 })
                 .min_by_key(|event| event.touched_ms.load(Ordering::Acquire))?;
             let waited = self

@@ -159,10 +159,14 @@ impl Waker {
         self.woken.store(false, Ordering::Release);
     }
 
-    /// Whether its coroutine's loop is caught in plugin code: it cannot run until that returns,
-    /// whatever arrives for it.
-    pub fn stalled(&self) -> bool {
-        self.home.caught(coarse_ms())
+    /// How long its coroutine's loop has been caught in another coroutine's plugin code (zero
+    /// when it is not): it cannot run until that returns, whatever arrives for it.
+    pub fn stalled_for(&self) -> Duration {
+        let now = coarse_ms();
+        match self.home.caught(now) {
+            true => Duration::from_millis(now - self.home.running_since.load(Ordering::Acquire)),
+            false => Duration::ZERO,
+        }
     }
 
     /// Waits until woken or `timeout` passes; true when woken.
