@@ -35,8 +35,11 @@ struct ScenarioConfig {}
 
 /// Its access phase reads `x-block-ms`, runs plugin code that long (blocking its thread, as a
 /// sleep or blocking I/O would), then reads `x-after`: two PDK calls around a stretch of
-/// plugin code.
+/// plugin code. With `x-block-ms: lock` it reads `x-after` holding a lock all its events share
+/// instead: a lock held across a PDK call.
 struct ScenarioPlugin;
+
+static SHARED: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Plugin for ScenarioPlugin {
     type Config = ScenarioConfig;
@@ -47,6 +50,11 @@ impl Plugin for ScenarioPlugin {
 
     fn access(&self, kong: &Kong) -> Result<()> {
         if let Some(ms) = kong.request.get_header(BLOCK)? {
+            if ms == "lock" {
+                let _held = SHARED.lock();
+                kong.request.get_header(AFTER)?;
+                return Ok(());
+            }
             thread::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
         }
         kong.request.get_header(AFTER)?;
@@ -83,6 +91,21 @@ const REPLY_WITHIN: Duration = Duration::from_secs(5);
 
 impl Host {
     fn new(max_events_per_plugin: usize, make_room_after: Duration) -> Host {
+        let ten_seconds = Duration::from_secs(10);
+        Host::with_timeouts(
+            max_events_per_plugin,
+            make_room_after,
+            ten_seconds,
+            ten_seconds,
+        )
+    }
+
+    fn with_timeouts(
+        max_events_per_plugin: usize,
+        make_room_after: Duration,
+        handler: Duration,
+        kong_step: Duration,
+    ) -> Host {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -94,8 +117,8 @@ impl Host {
             vec![loaded()],
             Instances::new(ids),
             Events::new(Timeouts {
-                handler: Duration::from_secs(10),
-                kong_step: Duration::from_secs(10),
+                handler,
+                kong_step,
                 make_room_after,
             }),
             Policy {
@@ -530,4 +553,49 @@ fn an_event_stalled_behind_a_blocked_handler_on_its_loop_keeps_its_place() {
     // Once the loop is free, both go on where they were.
     assert_eq!(b.read_frame(), get_header(answered, stalled, AFTER));
     assert_eq!(a.read_frame(), get_header(blocked, blocking, AFTER));
+}
+
+#[test]
+fn a_lock_held_across_a_pdk_call_costs_its_thread_both_events_and_a_connection_but_nothing_else() {
+    let second = Duration::from_secs(1);
+    let host = Host::with_timeouts(8, Duration::from_secs(1), second, second);
+    let instance = host.instance();
+    // Two events on the loop that takes work first: the first holds the lock across a PDK
+    // call, the second waits for it, holding the thread the first needs to release it.
+    let (mut a, mut b) = (host.connect(), host.connect());
+    let (msgid, reply) = a.handle_event(instance);
+    let holder = event_id(&reply);
+    assert_eq!(reply, get_header(msgid, holder, BLOCK));
+    let (msgid, reply) = b.handle_event(instance);
+    let waiter = event_id(&reply);
+    assert_eq!(reply, get_header(msgid, waiter, BLOCK));
+    let held = a.step(holder, Some("lock"));
+    assert_eq!(a.read_frame(), get_header(held, holder, AFTER));
+    let stuck = b.step(waiter, Some("lock"));
+    thread::sleep(Duration::from_millis(100));
+
+    // Other events run on another loop meanwhile.
+    let mut other = host.connect();
+    let (msgid, reply) = other.handle_event(instance);
+    let event = event_id(&reply);
+    assert_eq!(reply, get_header(msgid, event, BLOCK));
+    let msgid = other.step(event, None);
+    assert_eq!(other.read_frame(), get_header(msgid, event, AFTER));
+    let msgid = other.step(event, None);
+    assert_eq!(other.read_frame(), ret(msgid, event));
+
+    // Past --event-timeout the reaper gives the waiting handler up...
+    thread::sleep(second + Duration::from_millis(100));
+    host.dispatcher.reclaim_abandoned();
+    let given_up = "scenario access: handler did not answer within 1s";
+    assert_eq!(b.read_frame(), rpc::error_reply(stuck.into(), given_up));
+    // ...and the holder, stalled behind it longer than that, is reclaimed too.
+    thread::sleep(second);
+    host.dispatcher.reclaim_abandoned();
+    assert_eq!(host.dispatcher.events.in_flight(), 0);
+    // Its connection is lost with the thread (the holder was waiting on it there); Kong's next
+    // call for it on another connection learns that it is gone.
+    let late = other.step(holder, None);
+    let gone = format!("event id {holder} not found");
+    assert_eq!(other.read_frame(), rpc::error_reply(late.into(), &gone));
 }
