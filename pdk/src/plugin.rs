@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 /// locals or `kong.ctx.shared`. For the same reason, never hold a lock (a `Mutex` or `RwLock`
 /// guard, a `RefCell` borrow) across a PDK call: another request on the thread that wants it
 /// blocks the thread, and the holder cannot run to release it. The host gives up both events
-/// after `--event-timeout`, and that thread is lost.
+/// after `--event-timeout`; that thread, and the connection the holder waits on, are lost.
 /// Plugin code that blocks (a sleep, blocking I/O, a long computation) holds its thread: after
 /// 20 ms the host moves that thread's idle connections and new requests to another, but
 /// requests already suspended on it wait until the blocking code returns. Keep blocking short,
