@@ -9,10 +9,11 @@
 //!   assembly `serve` and dedicated mode both run (`cli/serving.rs`).
 //! - `upgrade`: `serve --upgrade`, a new process taking over the sockets, instance ids and
 //!   connections of the running one; the serving lock.
-//! - `serve`: the sockets: binding them, accepting Kong's connections, watching idle ones and
-//!   running busy ones on plugin threads.
+//! - `serve`: the sockets: binding them, accepting Kong's connections and handing them to the
+//!   loops.
 //! - `runtime`: answering Kong's requests: the dispatcher, plugin instances, events and the
-//!   connections they move between threads, the plugin threads, statistics.
+//!   connections they answer on, the loops that watch those and run handlers as coroutines,
+//!   statistics.
 //! - `wire`: Kong's MessagePack-RPC: message boundaries and requests and replies.
 //! - `loader`: opening plugin `.so` files.
 

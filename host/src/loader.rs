@@ -57,7 +57,7 @@ impl LoadedPlugin {
         })
     }
 
-    /// Creates an instance; runs plugin code, so call it on a plugin thread.
+    /// Creates an instance; runs plugin code, so call it in a loop's coroutine.
     pub fn new_instance(&self, config_json: &str) -> Result<PluginInstanceBox, String> {
         self.module.new_instance()(config_json.into())
             .into_result()

@@ -89,7 +89,7 @@ impl Instances {
     }
 
     /// StartInstance. Runs the plugin's constructor when this config has no live instance yet:
-    /// call it on a plugin thread.
+    /// call it in a loop's coroutine, whose loop the watchdog relieves if it takes long.
     pub fn start(&self, plugin: &Arc<LoadedPlugin>, config_json: &[u8]) -> Result<i64, String> {
         self.start_as(plugin, config_json, None)
     }

@@ -1,9 +1,9 @@
-//! The host's dealings with glibc's allocator, whose defaults suit a few threads, not a
-//! thousand plugin threads that come and go with bursts of events.
+//! The host's dealings with glibc's allocator, whose defaults suit a few threads, not the up
+//! to a thousand loop threads (`--max-plugin-threads`) that plugin code that blocks can call up.
 
-/// Up to a thousand plugin threads would each get a malloc arena of their own (up to 8 per
-/// core), each keeping its freed memory: RSS then depends on which threads ran what. A few
-/// arenas, one per core, keep it steady at the cost of a little lock sharing.
+/// Each of up to a thousand threads would get a malloc arena of its own (up to 8 per core),
+/// each keeping its freed memory: RSS then depends on which threads ran what. A few arenas, one
+/// per core, keep it steady at the cost of a little lock sharing.
 pub(crate) fn bound_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -1,6 +1,6 @@
 //! Answering Kong's requests: the dispatcher and the plugins it serves, their instances, the
-//! events that run phase handlers on plugin threads, and the connections those events answer
-//! on as they move between threads; statistics and the limits they are counted against.
+//! events that run phase handlers as coroutines on the loops, and the connections those events
+//! answer on as they move between them; statistics and the limits they are counted against.
 //!
 //! Each module uses only those after it: `dispatch` (Kong's methods) → `events` (handlers and
 //! their Steps) → `protobuf` (a ProtoBuf:1 event's calls) → `connection` (Kong's sockets) →

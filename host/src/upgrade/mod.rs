@@ -244,7 +244,7 @@ fn move_connections(
 /// The successor's connection to its predecessor, for Steps of the predecessor's events.
 pub struct Forwarder {
     connection: tokio::sync::Mutex<Forwarding>,
-    /// The runtime its socket is registered with: plugin threads wait on it through this.
+    /// The runtime its socket is registered with: forwarded Steps wait on it through this.
     runtime: Handle,
 }
 
@@ -297,8 +297,9 @@ impl Forwarder {
 }
 
 impl Predecessor for Forwarder {
-    /// [`Forwarder::call`] from synchronous code: a plugin thread, or (rarely, when the event
-    /// ended meanwhile) a runtime thread, which then lets the runtime move its other tasks.
+    /// [`Forwarder::call`] from synchronous code: a loop's coroutine, which holds the loop's
+    /// thread until the predecessor answers (the watchdog moves the loop's other work if that
+    /// is long), or a runtime thread, which then lets the runtime move its other tasks.
     fn call_blocking(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
         let call = || self.runtime.block_on(self.call(request, timeout));
         match Handle::try_current() {

@@ -238,7 +238,7 @@ async fn four_thousand_idle_connections_and_a_thousand_events_in_flight() {
             .map(|(i, conn)| one_event(conn, id, format!("r{round}-{i}")));
         futures::future::join_all(events).await;
     }
-    // Past the hold period every connection is idle and parked, off the plugin threads.
+    // Every connection idle, watched by the loops: no thread or coroutine each.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let idle_rss = proc_status(host.pid(), "VmRSS");
     let idle_peak = proc_status(host.pid(), "VmHWM");

@@ -87,7 +87,7 @@ async fn events_kong_abandons_are_reclaimed_after_the_deadline() {
         late.server_message(),
         Some(format!("event id {} not found", abandoned.event_id).as_str())
     );
-    // The plugin threads were released: the plugin still serves.
+    // The handlers' coroutines were released: the plugin still serves.
     let mut request = SimRequest::new().header("host", "h");
     kong_driver::run_event(&kong, id, "access", &mut request)
         .await

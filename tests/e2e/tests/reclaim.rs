@@ -191,14 +191,14 @@ async fn a_handler_slower_than_the_kong_step_timeout_is_not_reclaimed() {
 }
 
 /// Threads, open descriptors, RSS and allocated bytes of the host once every silent event is
-/// reclaimed and idle plugin threads have exited.
+/// reclaimed and the idle loops have given freed memory back.
 async fn settled(kong: &KongClient, pid: u32) -> (u64, usize, u64, u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&status(kong).await, "EventsInFlight").as_u64() != Some(0) {
         assert!(Instant::now() < deadline, "silent events not reclaimed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Idle plugin threads exit after 5 s.
+    // A loop quiet for 5 s gives freed memory back.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let descriptors = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
