@@ -8,7 +8,7 @@ use crate::{
     runtime::events::{Events, Timeouts},
     runtime::ids::InstanceIds,
     runtime::instances::Instances,
-    runtime::loops::Loops,
+    runtime::loops::{Loops, CAUGHT_AFTER},
     serve::{Limits, Server},
     wire::protobuf::{envelope, frame, messages as pb},
     wire::rpc::{self, StepData},
@@ -172,6 +172,26 @@ impl Host {
             panic!("StartInstance failed: {reply:?}");
         };
         field(result, "Id").as_i64().expect("an instance id")
+    }
+}
+
+impl Host {
+    /// Returns once `event`'s handler has its Step and has held its loop long enough for the
+    /// watchdog to count the loop as caught: work arriving now goes elsewhere.
+    fn until_caught(&self, event: u64) {
+        let deadline = Instant::now() + REPLY_WITHIN;
+        let running = || {
+            let event = self.dispatcher.events.get(event);
+            event.is_some_and(|event| event.waiting_on().is_none())
+        };
+        while !running() {
+            assert!(
+                Instant::now() < deadline,
+                "event {event} never ran its Step"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        thread::sleep(CAUGHT_AFTER * 3);
     }
 }
 
@@ -539,7 +559,7 @@ fn an_event_stalled_behind_a_blocked_handler_on_its_loop_keeps_its_place() {
     // One runs plugin code for 800 ms; Kong answers the other at once, but that answer waits
     // unread while their loop is held.
     let blocked = a.step(blocking, Some("800"));
-    thread::sleep(Duration::from_millis(50));
+    host.until_caught(blocking);
     let answered = b.step(stalled, None);
     thread::sleep(make_room_after * 2);
 
@@ -572,7 +592,7 @@ fn a_lock_held_across_a_pdk_call_costs_its_thread_both_events_and_a_connection_b
     let held = a.step(holder, Some("lock"));
     assert_eq!(a.read_frame(), get_header(held, holder, AFTER));
     let stuck = b.step(waiter, Some("lock"));
-    thread::sleep(Duration::from_millis(100));
+    host.until_caught(waiter);
 
     // Other events run on another loop meanwhile.
     let mut other = host.connect();
