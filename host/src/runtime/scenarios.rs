@@ -244,6 +244,24 @@ impl KongSide {
         (msgid, self.read_frame())
     }
 
+    /// Starts an access event: its HandleEvent is answered with the handler's first call,
+    /// `get_header(x-block-ms)`. Returns the event's id.
+    fn start_event(&mut self, instance: i64) -> u64 {
+        let (msgid, reply) = self.handle_event(instance);
+        let event = event_id(&reply);
+        assert_eq!(reply, get_header(msgid, event, BLOCK));
+        event
+    }
+
+    /// An access event start to end, Kong answering both header reads with nil.
+    fn run_event(&mut self, instance: i64) {
+        let event = self.start_event(instance);
+        let msgid = self.step(event, None);
+        assert_eq!(self.read_frame(), get_header(msgid, event, AFTER));
+        let msgid = self.step(event, None);
+        assert_eq!(self.read_frame(), ret(msgid, event));
+    }
+
     /// Kong's answer to the event's last PDK call (a string, or nil), as Kong sends it.
     fn step(&mut self, event_id: u64, data: Option<&str>) -> u32 {
         let msgid = self.next_msgid();
@@ -374,9 +392,7 @@ fn a_step_that_arrives_while_its_handler_runs_is_refused_and_the_handler_answers
     let host = Host::new(8, Duration::from_secs(1));
     let instance = host.instance();
     let (mut a, mut b) = (host.connect(), host.connect());
-    let (msgid, reply) = a.handle_event(instance);
-    let event = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, event, BLOCK));
+    let event = a.start_event(instance);
 
     // The handler runs plugin code for 300 ms once it has this answer.
     let resumed = a.step(event, Some("300"));
@@ -396,9 +412,7 @@ fn a_step_on_another_connection_reaches_its_handler_and_is_answered_there() {
     let host = Host::new(8, Duration::from_secs(1));
     let instance = host.instance();
     let (mut a, mut b) = (host.connect(), host.connect());
-    let (msgid, reply) = a.handle_event(instance);
-    let event = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, event, BLOCK));
+    let event = a.start_event(instance);
 
     // Kong's pool handed the event's next call another connection.
     let hopped = b.step(event, None);
@@ -462,13 +476,7 @@ fn handlers_blocked_in_plugin_code_on_every_core_at_once_stall_no_other_event() 
     // GetStatus is answered.
     let started = Instant::now();
     let mut other = host.connect();
-    let (msgid, reply) = other.handle_event(instance);
-    let event = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, event, BLOCK));
-    let msgid = other.step(event, None);
-    assert_eq!(other.read_frame(), get_header(msgid, event, AFTER));
-    let msgid = other.step(event, None);
-    assert_eq!(other.read_frame(), ret(msgid, event));
+    other.run_event(instance);
     let status = other.call("plugin.GetStatus", Value::Nil);
     assert_eq!(status[2], Value::Nil, "{status:?}");
     assert!(
@@ -513,13 +521,7 @@ fn a_protobuf_handler_blocked_in_plugin_code_stalls_no_event_of_either_protocol(
     other.expect(&envelope::event_end(2));
     // And a MsgPack:1 one.
     let mut msgpack = host.connect();
-    let (msgid, reply) = msgpack.handle_event(instance);
-    let event = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, event, BLOCK));
-    let msgid = msgpack.step(event, None);
-    assert_eq!(msgpack.read_frame(), get_header(msgid, event, AFTER));
-    let msgid = msgpack.step(event, None);
-    assert_eq!(msgpack.read_frame(), ret(msgid, event));
+    msgpack.run_event(instance);
     assert!(
         started.elapsed() < block / 3,
         "other events waited {:?} on a blocked handler",
@@ -549,12 +551,8 @@ fn an_event_stalled_behind_a_blocked_handler_on_its_loop_keeps_its_place() {
     let instance = host.instance();
     // Two events started together, on the loop that takes work first.
     let (mut a, mut b) = (host.connect(), host.connect());
-    let (msgid, reply) = a.handle_event(instance);
-    let blocking = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, blocking, BLOCK));
-    let (msgid, reply) = b.handle_event(instance);
-    let stalled = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, stalled, BLOCK));
+    let blocking = a.start_event(instance);
+    let stalled = b.start_event(instance);
 
     // One runs plugin code for 800 ms; Kong answers the other at once, but that answer waits
     // unread while their loop is held.
@@ -583,12 +581,8 @@ fn a_lock_held_across_a_pdk_call_costs_its_thread_both_events_and_a_connection_b
     // Two events on the loop that takes work first: the first holds the lock across a PDK
     // call, the second waits for it, holding the thread the first needs to release it.
     let (mut a, mut b) = (host.connect(), host.connect());
-    let (msgid, reply) = a.handle_event(instance);
-    let holder = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, holder, BLOCK));
-    let (msgid, reply) = b.handle_event(instance);
-    let waiter = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, waiter, BLOCK));
+    let holder = a.start_event(instance);
+    let waiter = b.start_event(instance);
     let held = a.step(holder, Some("lock"));
     assert_eq!(a.read_frame(), get_header(held, holder, AFTER));
     let stuck = b.step(waiter, Some("lock"));
@@ -596,13 +590,7 @@ fn a_lock_held_across_a_pdk_call_costs_its_thread_both_events_and_a_connection_b
 
     // Other events run on another loop meanwhile.
     let mut other = host.connect();
-    let (msgid, reply) = other.handle_event(instance);
-    let event = event_id(&reply);
-    assert_eq!(reply, get_header(msgid, event, BLOCK));
-    let msgid = other.step(event, None);
-    assert_eq!(other.read_frame(), get_header(msgid, event, AFTER));
-    let msgid = other.step(event, None);
-    assert_eq!(other.read_frame(), ret(msgid, event));
+    other.run_event(instance);
 
     // Past --event-timeout the reaper gives the waiting handler up...
     thread::sleep(second + Duration::from_millis(100));
