@@ -162,11 +162,7 @@ impl Waker {
     /// How long its coroutine's loop has been caught in another coroutine's plugin code (zero
     /// when it is not): it cannot run until that returns, whatever arrives for it.
     pub fn stalled_for(&self) -> Duration {
-        let now = coarse_ms();
-        match self.home.caught(now) {
-            true => Duration::from_millis(now - self.home.running_since.load(Ordering::Acquire)),
-            false => Duration::ZERO,
-        }
+        self.home.caught_for(coarse_ms()).unwrap_or(Duration::ZERO)
     }
 
     /// Waits until woken or `timeout` passes; true when woken.
@@ -207,8 +203,7 @@ pub(crate) fn suspend_until(
         return Woke::Timeout;
     }
     // On the coarse clock, read without a timer access: a deadline may pass a tick late.
-    let millis = u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
-    let deadline = coarse_ms().checked_add(millis);
+    let deadline = coarse_ms().checked_add(ceil_ms(timeout));
     if let Some(readiness) = &readiness {
         readiness.waiter.store(task + 1, Ordering::Release);
     }
@@ -254,10 +249,13 @@ fn block_until(fd: Option<RawFd>, timeout: Duration) -> Woke {
     }
 }
 
-pub(crate) fn timeout_ms(timeout: Duration) -> PollTimeout {
-    // Round up, so a wait never ends before its deadline and spins.
-    let millis = timeout.as_nanos().div_ceil(1_000_000);
-    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+fn timeout_ms(timeout: Duration) -> PollTimeout {
+    PollTimeout::try_from(ceil_ms(timeout)).unwrap_or(PollTimeout::MAX)
+}
+
+/// Whole milliseconds, rounded up, so a wait never ends before its deadline and spins.
+fn ceil_ms(timeout: Duration) -> u64 {
+    u64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// The loop threads, shared by everything that hands them work.
@@ -338,8 +336,34 @@ impl Loop {
     }
 
     fn caught(&self, now_ms: u64) -> bool {
+        self.caught_for(now_ms).is_some()
+    }
+
+    /// How long it has been inside the coroutine running now, once that is [`CAUGHT_AFTER`] or
+    /// more.
+    fn caught_for(&self, now_ms: u64) -> Option<Duration> {
         let since = self.running_since.load(Ordering::Acquire);
-        since != 0 && now_ms.saturating_sub(since) >= CAUGHT_AFTER.as_millis() as u64
+        let running = Duration::from_millis(now_ms.saturating_sub(since));
+        (since != 0 && running >= CAUGHT_AFTER).then_some(running)
+    }
+
+    /// Takes every `step`-th idle connection out of its table and its epoll, to go elsewhere.
+    fn take_idle(&self, step: usize) -> Vec<Box<dyn Parked>> {
+        let taken: Vec<Box<dyn Parked>> = {
+            let mut idle = self.idle.lock();
+            let tokens: Vec<u64> = idle.keys().copied().step_by(step).collect();
+            tokens
+                .iter()
+                .filter_map(|token| idle.remove(token))
+                .collect()
+        };
+        taken
+            .into_iter()
+            .map(|mut parked| {
+                parked.watch().forget();
+                parked
+            })
+            .collect()
     }
 }
 
@@ -396,9 +420,7 @@ impl Loops {
     pub(crate) fn revisit_idle(&self) {
         let loops = self.set.loops.read().clone();
         for each in loops {
-            let idle = std::mem::take(&mut *each.idle.lock());
-            for (_, mut parked) in idle {
-                parked.watch().forget();
+            for parked in each.take_idle(1) {
                 parked.revisit();
             }
         }
@@ -457,20 +479,7 @@ impl Set {
 
     /// Moves idle connections from the loop at `from` to `to` (every one, or every other).
     fn move_idle(from: &Loop, to: &Loop, all: bool) {
-        let moving: Vec<Box<dyn Parked>> = {
-            let mut idle = from.idle.lock();
-            let tokens: Vec<u64> = idle
-                .keys()
-                .copied()
-                .step_by(if all { 1 } else { 2 })
-                .collect();
-            tokens
-                .iter()
-                .filter_map(|token| idle.remove(token))
-                .collect()
-        };
-        for mut parked in moving {
-            parked.watch().forget();
+        for parked in from.take_idle(if all { 1 } else { 2 }) {
             to.send(Work::Park(parked));
         }
     }
@@ -541,11 +550,7 @@ fn watchdog(set: Weak<Set>) {
                 *inbox = mine;
                 movable
             };
-            let idle = std::mem::take(&mut *stuck.idle.lock());
-            for (_, mut parked) in idle {
-                parked.watch().forget();
-                moving.push(Work::Park(parked));
-            }
+            moving.extend(stuck.take_idle(1).into_iter().map(Work::Park));
             if moving.is_empty() {
                 continue;
             }
