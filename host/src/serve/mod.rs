@@ -135,7 +135,7 @@ impl Server {
             match listener.listener.accept().await {
                 Ok((stream, _)) => {
                     let serves = listener.serves.clone();
-                    Arc::clone(&self).open(stream, Arc::clone(&name), serves);
+                    self.open(stream, Arc::clone(&name), serves);
                 }
                 Err(error) => {
                     tracing::warn!("accept on {} failed: {error}", listener.path.display());
@@ -147,7 +147,7 @@ impl Server {
 
     /// A connection Kong just opened: watched until Kong's first bytes say which protocol it
     /// speaks (a MsgPack:1 one gets its serverPid notification ahead of its first reply).
-    fn open(self: Arc<Self>, stream: UnixStream, name: Arc<str>, serves: Serves) {
+    fn open(self: &Arc<Self>, stream: UnixStream, name: Arc<str>, serves: Serves) {
         let Some(slot) = self.open.take(self.limits.max_connections) else {
             return;
         };
